@@ -9,6 +9,8 @@ so a caller can catch the whole family with one clause::
     ├── CryptoError          key files, ciphertexts, keys that do not match
     │   └── EncodingOverflowError   a decoded total outside the encodable range
     ├── ProtocolError        a message that is malformed, hostile or out of place
+    │   ├── StaleMessageError      for another job or run, or a closed round
+    │   └── DuplicateMessageError  already counted this round
     └── TransportError       the MQTT broker or the link to it failed
 
 Errors raised by third-party libraries (aiomqtt, msgpack, OSError) are
@@ -113,3 +115,11 @@ class ProtocolError(GradchainError):
 
 class TransportError(GradchainError):
     """The MQTT broker could not be reached, or a publish failed."""
+
+
+class StaleMessageError(ProtocolError):
+    """A well-formed message for another job, another run or a round already closed."""
+
+
+class DuplicateMessageError(ProtocolError):
+    """A message already received this round; MQTT QoS 1 delivers at least once."""

@@ -1,0 +1,5 @@
+"""Allow ``python -m gradchain``."""
+
+from .cli import main
+
+raise SystemExit(main())

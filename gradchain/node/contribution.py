@@ -1,0 +1,54 @@
+"""A provider's own contribution: gradient, random scale, encryption.
+
+This is the only code that sees a provider's plaintext gradient g_i and its
+random scale a_i. Both stay in local variables of :func:`compute_contribution`
+and leave it only inside Paillier ciphertexts.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..crypto import FixedPointEncoding, PublicKey, encrypt_vector
+from ..models import Model
+
+#: Bits of randomness in a scale a_i; 53 is what a float64 mantissa holds.
+SCALE_BITS = 53
+
+
+def draw_scale() -> float:
+    """Draw a_i uniformly from (0, 1] with a cryptographic random source."""
+    return (secrets.randbits(SCALE_BITS) + 1) / 2**SCALE_BITS
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncryptedContribution:
+    """Ciphertexts of [a_i·g_i..., a_i] and the number of clipped values."""
+
+    ciphertexts: tuple[int, ...]
+    clipped: int
+
+
+def compute_contribution(
+    *,
+    model: Model,
+    features: np.ndarray,
+    labels: np.ndarray,
+    theta: np.ndarray,
+    public_key: PublicKey,
+    encoding: FixedPointEncoding,
+    randomise: bool,
+) -> EncryptedContribution:
+    """Compute g_i(θ) over this provider's rows, scale it by a_i and encrypt it.
+
+    With ``randomise`` off, a_i = 1 so that a run can be compared exactly with
+    plaintext distributed gradient descent.
+    """
+    gradient = model.gradient_sum(theta, features, labels)
+    scale = draw_scale() if randomise else 1.0
+    values = np.append(scale * gradient, scale)
+    ciphertexts, clipped = encrypt_vector(public_key, encoding, values)
+    return EncryptedContribution(ciphertexts=tuple(ciphertexts), clipped=clipped)
