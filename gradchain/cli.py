@@ -160,7 +160,7 @@ def _run(args: argparse.Namespace) -> int:
         run_job(topology, broker_url=args.broker, results=results, log_level=args.log_level, quiet=args.quiet)
     )
     _print_summary(metrics, results)
-    return 0 if not str(metrics.get("reason", "")).startswith("failed") else 1
+    return 0 if metrics.get("succeeded") else 1
 
 
 def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-arg]
@@ -207,7 +207,7 @@ def _learner(args: argparse.Namespace) -> int:
         on_round=None if args.quiet else _print_round,
     )
     result = run_event_loop(daemon.run())
-    return 1 if result.reason.startswith("failed") else 0
+    return 0 if result.succeeded else 1
 
 
 def _topology(args: argparse.Namespace) -> int:

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..crypto import FixedPointEncoding, PublicKey
-from ..data import load_data_file
 from ..errors import ProtocolError
 from ..models import get_model
 from ..protocol import (
     Action,
     ComputeContribution,
+    Dropped,
     Finished,
     Liveness,
     NodeConfig,
@@ -35,7 +35,7 @@ from ..protocol import (
 )
 from ..protocol.node import NodeState
 from ..protocol.topics import inbox_topic, round_topic, status_topic
-from ..topology import Topology
+from ..topology import Topology, load_provider_data
 from .broker import BrokerAddress
 from .common import NodeLogger, log_dropped
 from .contribution import compute_contribution
@@ -87,11 +87,10 @@ class NodeDaemon:
         self.model = get_model(topology.job.model)
         self.report = NodeReport(node_id=node_id)
         self.instance = secrets.token_hex(8)
-        spec = topology.nodes[node_id]
         self._features: np.ndarray | None = None
         self._labels: np.ndarray | None = None
-        if spec.data is not None:
-            self._features, self._labels = load_data_file(spec.data)
+        if topology.nodes[node_id].data is not None:
+            self._features, self._labels = load_provider_data(topology, node_id)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gradchain-{node_id}")
         self._tasks: set[asyncio.Task[None]] = set()
         self._transport: MqttTransport | None = None
@@ -160,6 +159,9 @@ class NodeDaemon:
                 task.add_done_callback(self._task_done)
             elif isinstance(action, SendContribution):
                 await self._send(action)
+            elif isinstance(action, Dropped):
+                self.report.messages_dropped += 1
+                log_dropped(self.log, "early contribution", action.error)
             elif isinstance(action, Finished):
                 self.report.finish_reason = action.reason
                 self.log.info("job done: %s", action.reason)

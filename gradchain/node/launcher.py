@@ -23,11 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..data import load_data_file
 from ..errors import GradchainError, TransportError
 from ..models import get_model
 from ..models.training import StepSchedule, plaintext_distributed_gd
-from ..topology import Topology
+from ..topology import Topology, load_eval_data, load_provider_data
 from .broker import BrokerAddress, embedded_broker, parse_broker_url
 from .learner import write_json_atomically
 
@@ -51,12 +50,8 @@ def plaintext_baseline(topology: Topology) -> Baseline:
     """Train the job's model in plaintext on every provider's rows, as one party could if the data were pooled."""
     job = topology.job
     model = get_model(job.model)
-    shards = []
-    for node_id in topology.providers:
-        data = topology.nodes[node_id].data
-        assert data is not None
-        shards.append(load_data_file(data))
-    evaluate_on = load_data_file(topology.learner.eval_data) if topology.learner.eval_data else None
+    shards = [load_provider_data(topology, node_id) for node_id in topology.providers]
+    evaluate_on = load_eval_data(topology)
     result = plaintext_distributed_gd(
         shards,
         model,

@@ -31,7 +31,6 @@ from ..crypto import (
     save_private_key,
     save_public_key,
 )
-from ..data import load_data_file
 from ..errors import CryptoError, ProtocolError, TransportError
 from ..models import get_model
 from ..models.training import StepSchedule
@@ -52,7 +51,7 @@ from ..protocol import (
     encode,
 )
 from ..protocol.topics import inbox_topic, round_topic, status_topic, status_wildcard
-from ..topology import Topology
+from ..topology import Topology, load_eval_data
 from .broker import BrokerAddress
 from .common import NodeLogger, log_dropped
 from .transport import MqttTransport
@@ -81,6 +80,7 @@ class LearnerResult:
     job: str
     run: str
     reason: str = ""
+    succeeded: bool = False
     theta: list[float] = field(default_factory=list)
     history: list[RoundRecord] = field(default_factory=list)
     failed_rounds: list[dict[str, Any]] = field(default_factory=list)
@@ -94,6 +94,7 @@ class LearnerResult:
             "job": self.job,
             "run": self.run,
             "reason": self.reason,
+            "succeeded": self.succeeded,
             "rounds": len(self.history),
             "loss": None if last is None else last.loss,
             "accuracy": None if last is None else last.accuracy,
@@ -174,9 +175,7 @@ class LearnerDaemon:
         self.public_key: PublicKey = self.private_key.public_key
         self.encoding = FixedPointEncoding(frac_bits=topology.crypto.frac_bits, clip=topology.crypto.clip)
         self.model = get_model(topology.job.model)
-        self.eval_data: tuple[np.ndarray, np.ndarray] | None = None
-        if topology.learner.eval_data is not None:
-            self.eval_data = load_data_file(topology.learner.eval_data)
+        self.eval_data = load_eval_data(topology)
         self.run_id = secrets.token_hex(8)
         self.protocol = LearnerProtocol(
             learner_config(topology),
@@ -299,6 +298,7 @@ class LearnerDaemon:
                 self.result.failed_rounds.append({"round": action.round, "reason": action.reason})
             elif isinstance(action, Finished):
                 self.result.reason = action.reason
+                self.result.succeeded = action.succeeded
                 self.log.info("finished: %s", action.reason)
                 self._finished.set()
             else:

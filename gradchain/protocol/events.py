@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..errors import ProtocolError
 from .messages import Contribution, JobDone, RoundStart
 
 
@@ -74,6 +75,14 @@ class Finished:
     """The job is over; the shell disconnects and exits."""
 
     reason: str
+    succeeded: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropped:
+    """A message was rejected while handling another event; the shell logs ``error``."""
+
+    error: ProtocolError
 
 
 Action = (
@@ -84,4 +93,5 @@ Action = (
     | RoundCompleted
     | RoundFailed
     | Finished
+    | Dropped
 )

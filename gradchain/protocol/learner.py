@@ -16,7 +16,6 @@ failed attempt can never mix into the new one.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
@@ -24,7 +23,7 @@ from enum import Enum
 import numpy as np
 
 from ..crypto import PublicKey
-from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
+from ..errors import ConfigError, DuplicateMessageError, ProtocolError, StaleMessageError
 from ..models.training import StepSchedule, update
 from .events import Action, DecryptTotal, Finished, PublishRound, RoundCompleted, RoundFailed
 from .messages import Contribution, JobDone, Message, RoundStart, Status
@@ -157,7 +156,11 @@ class LearnerProtocol:
         direction = gradient_total / scale_total
         k = self.iteration + 1
         learning_rate = self.config.schedule.step_size(k)
-        new_theta = update(self.theta, direction, k, self.config.schedule, self.config.l2)
+        try:
+            new_theta = update(self.theta, direction, k, self.config.schedule, self.config.l2)
+        except ConfigError as error:
+            # θ stays at its last finite value, which JobDone then publishes.
+            return self._finish(f"diverged: {error}", succeeded=False)
         step = float(np.max(np.abs(new_theta - self.theta)))
         self.theta = new_theta
         self.iteration = k
@@ -173,8 +176,6 @@ class LearnerProtocol:
                 learning_rate=learning_rate,
             )
         ]
-        if not math.isfinite(step):
-            return actions + self._finish("diverged: the update is not finite")
         if k >= self.config.max_rounds:
             return actions + self._finish(f"reached the round limit of {self.config.max_rounds}")
         if step < self.config.tolerance:
@@ -256,12 +257,14 @@ class LearnerProtocol:
         self.failed_in_a_row += 1
         actions: list[Action] = [RoundFailed(round=failed_round, reason=reason)]
         if self.failed_in_a_row >= self.config.max_failed_rounds:
-            return actions + self._finish(f"failed: {self.failed_in_a_row} rounds in a row could not complete ({reason})")
+            return actions + self._finish(
+                f"failed: {self.failed_in_a_row} rounds in a row could not complete ({reason})", succeeded=False
+            )
         self._transition(LearnerEvent.NEXT_ROUND)
         actions.append(self._open_round(self.round + 1))
         return actions
 
-    def _finish(self, reason: str) -> list[Action]:
+    def _finish(self, reason: str, *, succeeded: bool = True) -> list[Action]:
         self._transition(LearnerEvent.FINISH)
         self.finish_reason = reason
         done = JobDone(
@@ -271,7 +274,7 @@ class LearnerProtocol:
             theta=tuple(float(x) for x in self.theta),
             reason=reason,
         )
-        return [PublishRound(message=done), Finished(reason=reason)]
+        return [PublishRound(message=done), Finished(reason=reason, succeeded=succeeded)]
 
     def _open_round(self, round: int) -> PublishRound:
         self.round = round

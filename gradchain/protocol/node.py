@@ -23,7 +23,7 @@ from enum import Enum
 
 from ..crypto import PublicKey
 from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
-from .events import Action, ComputeContribution, Finished, SendContribution
+from .events import Action, ComputeContribution, Dropped, Finished, SendContribution
 from .messages import Contribution, JobDone, Message, RoundStart, Status
 
 
@@ -175,7 +175,12 @@ class NodeProtocol:
         early = [c for (run, rnd, _), c in self._early.items() if run == self.run and rnd == self.round]
         self._early = {k: c for k, c in self._early.items() if k[0] == self.run and k[1] > self.round}
         for contribution in early:
-            actions.extend(self._contribution(contribution))
+            # Early contributions could not be checked against the key before
+            # now; one bad message must not cost the round its valid ones.
+            try:
+                actions.extend(self._contribution(contribution))
+            except ProtocolError as error:
+                actions.append(Dropped(error=error))
         return actions
 
     def _contribution(self, message: Contribution) -> list[Action]:
@@ -240,6 +245,8 @@ class NodeProtocol:
             raise StaleMessageError("job done for a run this node never joined", round=message.round)
         if message.run != self.run:
             raise StaleMessageError("job done for another run", round=message.round)
+        if self.state is NodeState.FINISHED:
+            raise DuplicateMessageError("job done already received", round=message.round)
         self._transition(NodeEvent.JOB_DONE)
         return [Finished(reason=message.reason)]
 

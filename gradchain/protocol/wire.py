@@ -112,7 +112,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     if not isinstance(body, dict):
         raise ProtocolError(f"invalid payload: expected a map, got {type(body).__name__}")
     version = body.get("v")
-    if version != WIRE_VERSION:
+    if type(version) is not int or version != WIRE_VERSION:
         raise ProtocolError(
             f"unsupported wire format version {version!r}: this node speaks version {WIRE_VERSION}"
         )

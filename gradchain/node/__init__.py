@@ -1,0 +1,1 @@
+"""Node processes of gradchain and the MQTT brokers they connect through."""

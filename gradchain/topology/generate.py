@@ -1,0 +1,372 @@
+"""Generate chain and tree topologies over a built-in data set.
+
+Each generator splits the data set into a training set and a held-out test
+set, deals the training rows among the providers and writes:
+
+- ``<data_dir>/<provider id>.npz`` for every provider;
+- ``<data_dir>/eval.npz`` with the test set for the learner, unless
+  ``test_fraction`` is 0;
+- the topology file, whose paths are relative to its own folder. The key
+  paths point into ``<keys_dir>``, where the learner creates the key files.
+
+The generators validate the settings with the same checks as
+:func:`~gradchain.topology.load.load_topology` before they write anything,
+and load the written file again before they return its path.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import tomli_w
+
+from gradchain.data import (
+    Dataset,
+    load_builtin,
+    load_data_file,
+    save_npz,
+    split_rows,
+    train_test_split,
+)
+from gradchain.errors import ConfigError
+from gradchain.topology.load import load_topology, parse_topology
+
+logger = logging.getLogger(__name__)
+
+LEARNER_ID = "learner"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Settings:
+    rounds: int
+    learning_rate: float
+    schedule: str
+    l2: float
+    min_contributors: int
+    randomise: bool
+    tolerance: float
+    round_timeout: float
+    key_bits: int
+    frac_bits: int
+    clip: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Layout:
+    out_dir: Path
+    filename: str
+    data_dir: str
+    keys_dir: str
+    overwrite: bool
+
+    @property
+    def topology_file(self) -> Path:
+        return self.out_dir / self.filename
+
+    def data_path(self, name: str) -> str:
+        """Return the path of a data file as written in the topology file."""
+        return str(PurePosixPath(self.data_dir) / f"{name}.npz")
+
+
+def write_chain(
+    out_dir: str | os.PathLike[str],
+    dataset_name: str,
+    providers: int,
+    *,
+    job_id: str | None = None,
+    filename: str = "topology.toml",
+    data_dir: str = "data",
+    keys_dir: str = "keys",
+    overwrite: bool = False,
+    rounds: int = 60,
+    learning_rate: float = 0.05,
+    schedule: str = "constant",
+    l2: float = 0.001,
+    min_contributors: int = 3,
+    randomise: bool = True,
+    tolerance: float = 1e-6,
+    round_timeout: float = 120.0,
+    key_bits: int = 2048,
+    frac_bits: int = 32,
+    clip: float = 2.0**20,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Path:
+    """Write a chain p1 -> p2 -> ... -> pN -> learner and return the topology file's path.
+
+    ``job_id`` defaults to ``<dataset_name>-chain``. ``data_dir`` and
+    ``keys_dir`` are relative to ``out_dir``. Every provider is a node with
+    data, and the chain takes N hops. Raises ConfigError for invalid settings,
+    for more providers than training rows, and when the topology file or a
+    data file with different contents exists and ``overwrite`` is False.
+    """
+    _require_providers(providers)
+    ids = [f"p{number}" for number in range(1, providers + 1)]
+    next_hops = {
+        node_id: successor for node_id, successor in zip(ids, [*ids[1:], LEARNER_ID], strict=True)
+    }
+    return _write(
+        dataset_name,
+        providers,
+        next_hops,
+        aggregators=[],
+        job_id=job_id or f"{dataset_name}-chain",
+        description=f"chain of {providers} providers",
+        layout=_Layout(
+            out_dir=Path(out_dir),
+            filename=filename,
+            data_dir=data_dir,
+            keys_dir=keys_dir,
+            overwrite=overwrite,
+        ),
+        settings=_Settings(
+            rounds=rounds,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            l2=l2,
+            min_contributors=min_contributors,
+            randomise=randomise,
+            tolerance=tolerance,
+            round_timeout=round_timeout,
+            key_bits=key_bits,
+            frac_bits=frac_bits,
+            clip=clip,
+        ),
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def write_tree(
+    out_dir: str | os.PathLike[str],
+    dataset_name: str,
+    providers: int,
+    fanout: int,
+    *,
+    job_id: str | None = None,
+    filename: str = "topology.toml",
+    data_dir: str = "data",
+    keys_dir: str = "keys",
+    overwrite: bool = False,
+    rounds: int = 60,
+    learning_rate: float = 0.05,
+    schedule: str = "constant",
+    l2: float = 0.001,
+    min_contributors: int = 3,
+    randomise: bool = True,
+    tolerance: float = 1e-6,
+    round_timeout: float = 120.0,
+    key_bits: int = 2048,
+    frac_bits: int = 32,
+    clip: float = 2.0**20,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+) -> Path:
+    """Write a tree with providers as leaves and aggregators above, and return the file's path.
+
+    Providers p1..pN have data files and no inputs. Aggregators a1, a2, ...
+    have no data files. Each level is dealt into ceil(size / fanout) groups of
+    consecutive nodes whose sizes differ by at most one, and one aggregator
+    per group forms the next level. This repeats until a level has at most
+    ``fanout`` nodes, which all send to the learner. The tree therefore takes
+    max(1, ceil(log_fanout N)) hops. For example, 14 providers with fanout 7
+    give two aggregators of seven providers each and 2 hops.
+
+    ``job_id`` defaults to ``<dataset_name>-tree``. The other arguments and
+    the errors are as for :func:`write_chain`, plus ConfigError for a fanout
+    below 2.
+    """
+    _require_providers(providers)
+    if fanout < 2:
+        raise ConfigError(f"fanout must be at least 2, got {fanout}")
+    next_hops, aggregators = _plan_tree(providers, fanout)
+    return _write(
+        dataset_name,
+        providers,
+        next_hops,
+        aggregators=aggregators,
+        job_id=job_id or f"{dataset_name}-tree",
+        description=f"tree of {providers} providers with fanout {fanout}",
+        layout=_Layout(
+            out_dir=Path(out_dir),
+            filename=filename,
+            data_dir=data_dir,
+            keys_dir=keys_dir,
+            overwrite=overwrite,
+        ),
+        settings=_Settings(
+            rounds=rounds,
+            learning_rate=learning_rate,
+            schedule=schedule,
+            l2=l2,
+            min_contributors=min_contributors,
+            randomise=randomise,
+            tolerance=tolerance,
+            round_timeout=round_timeout,
+            key_bits=key_bits,
+            frac_bits=frac_bits,
+            clip=clip,
+        ),
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def _require_providers(providers: int) -> None:
+    if providers < 1:
+        raise ConfigError(f"providers must be at least 1, got {providers}")
+
+
+def _plan_tree(providers: int, fanout: int) -> tuple[dict[str, str], list[str]]:
+    """Return each node's next hop, in file order, and the aggregator ids."""
+    level = [f"p{number}" for number in range(1, providers + 1)]
+    next_hops: dict[str, str] = {}
+    aggregators: list[str] = []
+    while len(level) > fanout:
+        upper: list[str] = []
+        for group in np.array_split(np.array(level), math.ceil(len(level) / fanout)):
+            aggregator = f"a{len(aggregators) + 1}"
+            aggregators.append(aggregator)
+            upper.append(aggregator)
+            next_hops.update({str(node_id): aggregator for node_id in group})
+        level = upper
+    next_hops.update({node_id: LEARNER_ID for node_id in level})
+    # Providers first, then aggregators level by level.
+    ordered = [f"p{number}" for number in range(1, providers + 1)] + aggregators
+    return {node_id: next_hops[node_id] for node_id in ordered}, aggregators
+
+
+def _write(
+    dataset_name: str,
+    providers: int,
+    next_hops: dict[str, str],
+    *,
+    aggregators: Sequence[str],
+    job_id: str,
+    description: str,
+    layout: _Layout,
+    settings: _Settings,
+    seed: int,
+    test_fraction: float,
+) -> Path:
+    for name, folder in (("data_dir", layout.data_dir), ("keys_dir", layout.keys_dir)):
+        if Path(folder).is_absolute():
+            raise ConfigError(f"{name} must be relative to out_dir, got {folder!r}")
+
+    dataset = load_builtin(dataset_name, test_fraction=test_fraction, seed=seed)
+    train, test = train_test_split(dataset, test_fraction, seed)
+    shards = split_rows(train, providers, seed)
+
+    provider_ids = [node_id for node_id in next_hops if node_id not in aggregators]
+    files = {
+        layout.data_path(node_id): shard
+        for node_id, shard in zip(provider_ids, shards, strict=True)
+    }
+    if test.rows > 0:
+        files[layout.data_path("eval")] = test
+
+    document = _document(
+        job_id, dataset.features, next_hops, files, layout=layout, settings=settings
+    )
+    # Validate everything except the data files, which do not exist yet.
+    parse_topology(document, layout.topology_file, check_files=False)
+    _check_overwrite(layout, files)
+
+    for relative, part in files.items():
+        save_npz(layout.out_dir / relative, part.X, part.y)
+    header = (
+        f"# {description}, data set {dataset_name}, seed {seed}.\n"
+        "# Written by gradchain.topology.generate. The learner creates the key files.\n\n"
+    )
+    layout.out_dir.mkdir(parents=True, exist_ok=True)
+    layout.topology_file.write_text(header + tomli_w.dumps(document), encoding="utf-8")
+    logger.info("wrote %s: %s", layout.topology_file, description)
+
+    load_topology(layout.topology_file)
+    return layout.topology_file
+
+
+def _document(
+    job_id: str,
+    features: int,
+    next_hops: dict[str, str],
+    files: dict[str, Dataset],
+    *,
+    layout: _Layout,
+    settings: _Settings,
+) -> dict[str, object]:
+    keys = PurePosixPath(layout.keys_dir)
+    learner: dict[str, object] = {
+        "id": LEARNER_ID,
+        "public_key": str(keys / f"{LEARNER_ID}.pub.json"),
+        "private_key": str(keys / f"{LEARNER_ID}.key.json"),
+    }
+    eval_path = layout.data_path("eval")
+    if eval_path in files:
+        learner["eval_data"] = eval_path
+
+    nodes: list[dict[str, object]] = []
+    for node_id, successor in next_hops.items():
+        node: dict[str, object] = {"id": node_id}
+        if layout.data_path(node_id) in files:
+            node["data"] = layout.data_path(node_id)
+        node["next"] = [successor]
+        nodes.append(node)
+
+    return {
+        "job": {
+            "id": job_id,
+            "model": "logistic",
+            "features": features,
+            "rounds": settings.rounds,
+            "tolerance": settings.tolerance,
+            "learning_rate": settings.learning_rate,
+            "schedule": settings.schedule,
+            "l2": settings.l2,
+            "min_contributors": settings.min_contributors,
+            "randomise": settings.randomise,
+            "round_timeout": settings.round_timeout,
+        },
+        "crypto": {
+            "key_bits": settings.key_bits,
+            "frac_bits": settings.frac_bits,
+            "clip": settings.clip,
+        },
+        "learner": learner,
+        "nodes": nodes,
+    }
+
+
+def _check_overwrite(layout: _Layout, files: dict[str, Dataset]) -> None:
+    """Raise ConfigError before writing anything that would replace existing output.
+
+    A data file with the same arrays is not a conflict, so that a chain and a
+    tree generated with the same seed can share one data folder.
+    """
+    if layout.overwrite:
+        return
+    if layout.topology_file.exists():
+        raise ConfigError(
+            f"{layout.topology_file} already exists (pass overwrite=True to replace it)"
+        )
+    for relative, part in files.items():
+        path = layout.out_dir / relative
+        if path.exists() and not _same_arrays(path, part):
+            raise ConfigError(
+                f"{path} already exists with different data "
+                "(pass overwrite=True to replace it, or choose another data_dir)"
+            )
+
+
+def _same_arrays(path: Path, part: Dataset) -> bool:
+    try:
+        X, y = load_data_file(path)
+    except ConfigError:
+        return False
+    return bool(np.array_equal(X, part.X) and np.array_equal(y, part.y))

@@ -1,0 +1,479 @@
+"""Read and validate topology files, and load the data files they name.
+
+Relative paths in a topology file are relative to the folder of the file.
+Every check raises :class:`~gradchain.errors.TopologyError` naming the file,
+the node id when one is involved, the key and a fix. Unknown keys are errors,
+so a misspelt key never falls back to a default.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+
+from gradchain.data import FloatArray, check_data, load_data_file
+from gradchain.errors import TopologyError
+from gradchain.topology._fields import Table, describe_value, join_ids
+from gradchain.topology.model import (
+    MODELS,
+    SCHEDULES,
+    CryptoSettings,
+    JobSettings,
+    LearnerSpec,
+    NodeSpec,
+    Topology,
+)
+
+logger = logging.getLogger(__name__)
+
+ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]+")
+"""Characters allowed in job, learner and node ids. The ids become MQTT topic levels."""
+
+MIN_KEY_BITS = 64
+"""Smallest accepted ``crypto.key_bits``. Anything below 2048 bits is for tests only."""
+
+SECURE_KEY_BITS = 2048
+"""Key size below which loading a topology logs a warning."""
+
+DATA_SUFFIXES = (".npz", ".csv")
+
+_TOP_KEYS = ("job", "crypto", "learner", "nodes")
+_JOB_KEYS = (
+    "id",
+    "model",
+    "features",
+    "rounds",
+    "tolerance",
+    "learning_rate",
+    "schedule",
+    "l2",
+    "min_contributors",
+    "randomise",
+    "round_timeout",
+)
+_CRYPTO_KEYS = ("key_bits", "frac_bits", "clip")
+_LEARNER_KEYS = ("id", "public_key", "private_key", "eval_data")
+_NODE_KEYS = ("id", "data", "next")
+
+
+def load_topology(path: str | os.PathLike[str]) -> Topology:
+    """Read a topology file and return it validated.
+
+    Checks that every provider's data file exists, but does not read data
+    files. :func:`load_provider_data` checks their contents against the job.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as stream:
+            document = tomllib.load(stream)
+    except FileNotFoundError:
+        raise TopologyError(f"file not found: {path.resolve()}", path=str(path)) from None
+    except OSError as exc:
+        raise TopologyError(f"cannot read the file: {exc}", path=str(path)) from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise TopologyError(f"invalid TOML: {exc}", path=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise TopologyError(f"invalid TOML, the file is not UTF-8: {exc}", path=str(path)) from exc
+
+    topology = parse_topology(document, path)
+    logger.debug(
+        "loaded topology %s: job %s, %d nodes, %d providers",
+        path,
+        topology.job.id,
+        len(topology.nodes),
+        len(topology.providers),
+    )
+    return topology
+
+
+def parse_topology(
+    document: Mapping[str, object], path: str | os.PathLike[str], *, check_files: bool = True
+) -> Topology:
+    """Validate a parsed topology document and return the Topology.
+
+    ``path`` is the file the document belongs to. Errors name it and relative
+    paths resolve against its folder, but it is not read. ``check_files=False``
+    skips the checks that data files exist, so a generator can validate its
+    settings before it writes the data.
+    """
+    path = Path(path)
+    top = Table(document, str(path))
+    top.reject_unknown_keys(_TOP_KEYS)
+    base = path.resolve().parent
+
+    job = _parse_job(_subtable(top, "job", required=True))
+    crypto = _parse_crypto(_subtable(top, "crypto", required=False))
+    learner = _parse_learner(_subtable(top, "learner", required=True), base)
+    nodes = _parse_nodes(top, learner.id, base)
+
+    _check_next_hops(nodes, learner.id, str(path))
+    _check_reaches_learner(nodes, learner.id, str(path))
+    _check_every_node_sends(nodes, learner.id, str(path))
+    if check_files:
+        _check_data_files_exist(nodes, learner, str(path))
+
+    providers = sum(1 for node in nodes.values() if node.is_provider)
+    _check_min_contributors(job, providers, str(path))
+    _check_encoding_headroom(crypto, providers, str(path))
+    if crypto.key_bits < SECURE_KEY_BITS:
+        logger.warning(
+            "%s: crypto.key_bits = %d is below %d, which is for tests only",
+            path,
+            crypto.key_bits,
+            SECURE_KEY_BITS,
+        )
+
+    return Topology(path=path.resolve(), job=job, crypto=crypto, learner=learner, nodes=nodes)
+
+
+def _subtable(top: Table, key: str, *, required: bool) -> Table:
+    value = top.values.get(key)
+    if value is None:
+        if required:
+            raise top.error(key, f"missing required table [{key}]")
+        value = {}
+    if not isinstance(value, dict):
+        raise top.error(key, f"expected a table [{key}], got {describe_value(value)}")
+    return Table(value, top.file, prefix=f"{key}.")
+
+
+def _check_id(table: Table, key: str, value: str) -> None:
+    table.require(
+        key,
+        ID_PATTERN.fullmatch(value) is not None,
+        f"invalid id {value!r}: ids become MQTT topic levels",
+        "use only letters, digits, '_', '.' and '-'",
+    )
+
+
+def _parse_job(table: Table) -> JobSettings:
+    table.reject_unknown_keys(_JOB_KEYS)
+    defaults = JobSettings(id="-", features=1)
+    job = JobSettings(
+        id=table.get_str("id"),
+        model=table.get_str("model", defaults.model),
+        features=table.get_int("features"),
+        rounds=table.get_int("rounds", defaults.rounds),
+        tolerance=table.get_float("tolerance", defaults.tolerance),
+        learning_rate=table.get_float("learning_rate", defaults.learning_rate),
+        schedule=table.get_str("schedule", defaults.schedule),
+        l2=table.get_float("l2", defaults.l2),
+        min_contributors=table.get_int("min_contributors", defaults.min_contributors),
+        randomise=table.get_bool("randomise", defaults.randomise),
+        round_timeout=table.get_float("round_timeout", defaults.round_timeout),
+    )
+
+    _check_id(table, "id", job.id)
+    table.require(
+        "model",
+        job.model in MODELS,
+        f"unknown model {job.model!r}",
+        f"use one of: {', '.join(MODELS)}",
+    )
+    table.require(
+        "schedule",
+        job.schedule in SCHEDULES,
+        f"unknown schedule {job.schedule!r}",
+        f"use one of: {', '.join(SCHEDULES)}",
+    )
+    _require_at_least(table, "features", job.features, 1)
+    _require_at_least(table, "rounds", job.rounds, 1)
+    _require_at_least(table, "min_contributors", job.min_contributors, 1)
+    _require_positive(table, "learning_rate", job.learning_rate)
+    _require_positive(table, "round_timeout", job.round_timeout)
+    _require_not_negative(table, "tolerance", job.tolerance)
+    _require_not_negative(table, "l2", job.l2)
+    return job
+
+
+def _parse_crypto(table: Table) -> CryptoSettings:
+    table.reject_unknown_keys(_CRYPTO_KEYS)
+    defaults = CryptoSettings()
+    crypto = CryptoSettings(
+        key_bits=table.get_int("key_bits", defaults.key_bits),
+        frac_bits=table.get_int("frac_bits", defaults.frac_bits),
+        clip=table.get_float("clip", defaults.clip),
+    )
+    table.require(
+        "key_bits",
+        crypto.key_bits >= MIN_KEY_BITS,
+        f"must be at least {MIN_KEY_BITS}, got {crypto.key_bits}",
+        f"use {SECURE_KEY_BITS} or more outside tests",
+    )
+    table.require(
+        "key_bits",
+        crypto.key_bits % 2 == 0,
+        f"must be even because p and q have key_bits / 2 bits each, got {crypto.key_bits}",
+    )
+    _require_at_least(table, "frac_bits", crypto.frac_bits, 1)
+    _require_positive(table, "clip", crypto.clip)
+    return crypto
+
+
+def _parse_learner(table: Table, base: Path) -> LearnerSpec:
+    table.reject_unknown_keys(_LEARNER_KEYS)
+    learner_id = table.get_str("id")
+    _check_id(table, "id", learner_id)
+    eval_data = table.get_optional_str("eval_data")
+    if eval_data is not None:
+        _check_data_suffix(table, "eval_data", eval_data)
+    return LearnerSpec(
+        id=learner_id,
+        public_key=_resolve(base, table.get_str("public_key", f"keys/{learner_id}.pub.json")),
+        private_key=_resolve(base, table.get_str("private_key", f"keys/{learner_id}.key.json")),
+        eval_data=None if eval_data is None else _resolve(base, eval_data),
+    )
+
+
+def _parse_nodes(top: Table, learner_id: str, base: Path) -> dict[str, NodeSpec]:
+    entries = top.values.get("nodes")
+    if entries is None:
+        raise top.error("nodes", "missing [[nodes]] tables", "add one [[nodes]] table per node")
+    if not isinstance(entries, list):
+        raise top.error(
+            "nodes", f"expected an array of tables ([[nodes]]), got {describe_value(entries)}"
+        )
+    if not entries:
+        raise top.error("nodes", "no nodes", "add one [[nodes]] table per node")
+
+    nodes: dict[str, NodeSpec] = {}
+    for number, entry in enumerate(entries, start=1):
+        if not isinstance(entry, dict):
+            raise top.error(
+                "nodes", f"entry {number} is {describe_value(entry)}, expected a [[nodes]] table"
+            )
+        node = _parse_node(Table(entry, top.file), number, learner_id, base)
+        if node.id in nodes:
+            raise TopologyError(
+                "duplicate node id",
+                path=top.file,
+                node_id=node.id,
+                key="id",
+                fix="give every [[nodes]] table its own id",
+            )
+        nodes[node.id] = node
+    return nodes
+
+
+def _parse_node(table: Table, number: int, learner_id: str, base: Path) -> NodeSpec:
+    if "id" not in table.values:
+        raise table.error("id", f"[[nodes]] table number {number} has no id")
+    node_id = table.get_str("id")
+    table = Table(table.values, table.file, node_id=node_id)
+    _check_id(table, "id", node_id)
+    table.reject_unknown_keys(_NODE_KEYS)
+    table.require(
+        "id",
+        node_id != learner_id,
+        f"the node id equals the learner id {learner_id!r}",
+        "rename the node or set learner.id to another id",
+    )
+
+    data = table.get_optional_str("data")
+    if data is not None:
+        _check_data_suffix(table, "data", data)
+
+    next_hops = table.get_str_list("next", (learner_id,))
+    if len(next_hops) != 1:
+        raise table.error(
+            "next",
+            f"has {len(next_hops)} entries, but a node needs exactly one next hop "
+            "(splitting a node's output across several aggregators is not supported yet)",
+            f"use one id, for example next = [{learner_id!r}]",
+        )
+    return NodeSpec(id=node_id, data=None if data is None else _resolve(base, data), next=next_hops)
+
+
+def _check_data_suffix(table: Table, key: str, value: str) -> None:
+    table.require(
+        key,
+        Path(value).suffix.lower() in DATA_SUFFIXES,
+        f"unsupported data file type {value!r}",
+        f"use a file ending in {' or '.join(DATA_SUFFIXES)}",
+    )
+
+
+def _resolve(base: Path, value: str) -> Path:
+    return (base / value).resolve()
+
+
+def _require_at_least(table: Table, key: str, value: int, minimum: int) -> None:
+    table.require(key, value >= minimum, f"must be at least {minimum}, got {value}")
+
+
+def _require_positive(table: Table, key: str, value: float) -> None:
+    table.require(key, value > 0.0, f"must be greater than 0, got {value}")
+
+
+def _require_not_negative(table: Table, key: str, value: float) -> None:
+    table.require(key, value >= 0.0, f"must be 0 or greater, got {value}")
+
+
+def _check_next_hops(nodes: Mapping[str, NodeSpec], learner_id: str, file: str) -> None:
+    known = [*nodes, learner_id]
+    for node in nodes.values():
+        for hop in node.next:
+            if hop not in known:
+                raise TopologyError(
+                    f"unknown node id {hop!r}",
+                    path=file,
+                    node_id=node.id,
+                    key="next",
+                    fix=f"use one of: {join_ids(known)}",
+                )
+
+
+def _check_reaches_learner(nodes: Mapping[str, NodeSpec], learner_id: str, file: str) -> None:
+    """Raise TopologyError naming a node on a cycle when any node cannot reach the learner.
+
+    Every node has exactly one known next hop here, so a path that does not
+    end at the learner must run into a cycle.
+    """
+    reaches: set[str] = {learner_id}
+    stuck: list[str] = []
+    for start in nodes:
+        path = [start]
+        while path[-1] not in reaches and len(path) <= len(nodes):
+            path.append(nodes[path[-1]].next[0])
+        if path[-1] in reaches:
+            reaches.update(path)
+        else:
+            stuck.append(start)
+    if not stuck:
+        return
+
+    # Walk from the first stuck node until an id repeats. The repeated id starts the cycle.
+    seen: list[str] = [stuck[0]]
+    while (hop := nodes[seen[-1]].next[0]) not in seen:
+        seen.append(hop)
+    cycle = seen[seen.index(hop) :]
+    outside = [node_id for node_id in stuck if node_id not in cycle]
+    upstream = f"; nodes leading into it: {join_ids(outside)}" if outside else ""
+    raise TopologyError(
+        f"cycle {' -> '.join([*cycle, cycle[0]])}: these nodes never reach the learner "
+        f"{learner_id!r}{upstream}",
+        path=file,
+        node_id=cycle[0],
+        key="next",
+        fix="point one node of the cycle at the learner or at a node that reaches it",
+    )
+
+
+def _check_every_node_sends(nodes: Mapping[str, NodeSpec], learner_id: str, file: str) -> None:
+    has_inputs = {hop for node in nodes.values() for hop in node.next}
+    for node in nodes.values():
+        if not node.is_provider and node.id not in has_inputs:
+            raise TopologyError(
+                "the node has no data and no inputs, so it never has anything to send",
+                path=file,
+                node_id=node.id,
+                key="data",
+                fix="give it a data file, point another node's next at it, or remove it",
+            )
+
+
+def _check_data_files_exist(nodes: Mapping[str, NodeSpec], learner: LearnerSpec, file: str) -> None:
+    for node in nodes.values():
+        if node.data is not None and not node.data.is_file():
+            raise TopologyError(
+                f"data file not found: {node.data}",
+                path=file,
+                node_id=node.id,
+                key="data",
+                fix="paths are relative to the folder of the topology file",
+            )
+    if learner.eval_data is not None and not learner.eval_data.is_file():
+        raise TopologyError(
+            f"data file not found: {learner.eval_data}",
+            path=file,
+            key="learner.eval_data",
+            fix=(
+                "paths are relative to the folder of the topology file, "
+                "or remove the key to skip evaluation"
+            ),
+        )
+
+
+def _check_min_contributors(job: JobSettings, providers: int, file: str) -> None:
+    if job.min_contributors > providers:
+        raise TopologyError(
+            f"is {job.min_contributors}, but the topology has only {providers} providers",
+            path=file,
+            key="job.min_contributors",
+            fix=f"set it to at most {providers} or add providers",
+        )
+
+
+def _check_encoding_headroom(crypto: CryptoSettings, providers: int, file: str) -> None:
+    """Raise TopologyError when a sum of encoded values could wrap around the modulus n.
+
+    Paillier plaintexts are residues mod n and negative values are stored as
+    n + x, so a decoded total must stay below n // 2 in magnitude. The sum of
+    ``providers`` values clipped to [-clip, clip] and scaled by 2**frac_bits
+    is at most providers * (floor(clip * 2**frac_bits) + 1), the same bound
+    as FixedPointEncoding.check_capacity. generate_keypair makes n exactly
+    key_bits long, so n // 2 >= 2**(key_bits - 2) and the check compares
+    against that.
+    """
+    limit_bits = crypto.key_bits - 2
+    if crypto.frac_bits >= limit_bits:
+        bound_bits = crypto.frac_bits
+    else:
+        scaled_clip = math.floor(Fraction(crypto.clip) * (1 << crypto.frac_bits))
+        bound = providers * (scaled_clip + 1)
+        if bound < 1 << limit_bits:
+            return
+        bound_bits = bound.bit_length()
+    raise TopologyError(
+        f"the encoded total of {providers} providers with clip {crypto.clip:g} can need "
+        f"{bound_bits} bits, but a {crypto.key_bits}-bit key leaves {limit_bits} bits "
+        "for a signed total",
+        path=file,
+        key="crypto.frac_bits",
+        fix="lower crypto.frac_bits or crypto.clip, or raise crypto.key_bits",
+    )
+
+
+def load_provider_data(topology: Topology, node_id: str) -> tuple[FloatArray, FloatArray]:
+    """Read a provider's data file and check it against the job.
+
+    Raises ConfigError when the file is unreadable, when its column count
+    differs from ``job.features`` or when a label is not 0 or 1 for logistic
+    regression. Raises KeyError for an unknown id and ValueError for an aggregator,
+    which has no data file.
+    """
+    node = topology.nodes[node_id]
+    if node.data is None:
+        raise ValueError(f"node {node_id!r} is an aggregator and has no data file")
+    return _load_checked(topology, node.data, owner=f"node {node_id!r}")
+
+
+def load_eval_data(topology: Topology) -> tuple[FloatArray, FloatArray] | None:
+    """Read the learner's held-out data, or return None when ``learner.eval_data`` is not set.
+
+    Raises ConfigError like :func:`load_provider_data`.
+    """
+    if topology.learner.eval_data is None:
+        return None
+    return _load_checked(
+        topology, topology.learner.eval_data, owner=f"learner {topology.learner.id!r}"
+    )
+
+
+def _load_checked(topology: Topology, path: Path, *, owner: str) -> tuple[FloatArray, FloatArray]:
+    X, y = load_data_file(path)
+    check_data(
+        X,
+        y,
+        features=topology.job.features,
+        owner=owner,
+        path=path,
+        binary_labels=topology.job.model == "logistic",
+    )
+    return X, y

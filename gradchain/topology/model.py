@@ -1,0 +1,142 @@
+"""Settings and node graph of one training job, as read from a topology file.
+
+A topology is a forest of nodes whose edges all lead to the learner. Each node
+has exactly one next hop. Providers have a data file and add their encrypted
+contribution to the running sum. Nodes without a data file are pure aggregators.
+The loader in :mod:`gradchain.topology.load` rejects graphs that break these
+rules, so the methods here can assume a valid graph.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+MODELS = ("logistic",)
+"""Values accepted for ``job.model``."""
+
+SCHEDULES = ("constant", "inverse_sqrt", "inverse_square")
+"""Values accepted for ``job.schedule``: eta0, eta0 / sqrt(k) and eta0 / k**2 in round k."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSettings:
+    """Training settings from the ``[job]`` table."""
+
+    id: str
+    features: int
+    model: str = "logistic"
+    rounds: int = 200
+    tolerance: float = 1e-6
+    learning_rate: float = 0.05
+    schedule: str = "constant"
+    l2: float = 0.001
+    min_contributors: int = 3
+    randomise: bool = True
+    round_timeout: float = 120.0
+
+
+@dataclass(frozen=True, kw_only=True)
+class CryptoSettings:
+    """Paillier key size and fixed-point encoding from the ``[crypto]`` table.
+
+    ``key_bits`` must be even. Key sizes below 2048 bits are accepted down to
+    64 bits so that tests run fast, but they give no security and are for
+    tests only.
+    """
+
+    key_bits: int = 2048
+    frac_bits: int = 32
+    clip: float = 2.0**20
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearnerSpec:
+    """The learner: its id, the paths of its key files and its optional held-out data."""
+
+    id: str
+    public_key: Path
+    private_key: Path
+    eval_data: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSpec:
+    """One ``[[nodes]]`` entry. ``data`` is None for a pure aggregator."""
+
+    id: str
+    data: Path | None
+    next: tuple[str, ...]
+
+    @property
+    def is_provider(self) -> bool:
+        """Whether the node has a data file and contributes a gradient."""
+        return self.data is not None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Topology:
+    """A validated topology file.
+
+    ``nodes`` keeps the file order. Paths in the specs are absolute, resolved
+    against the folder of ``path``.
+    """
+
+    path: Path
+    job: JobSettings
+    crypto: CryptoSettings
+    learner: LearnerSpec
+    nodes: Mapping[str, NodeSpec]
+
+    @property
+    def providers(self) -> tuple[str, ...]:
+        """Ids of the nodes that have a data file, in file order."""
+        return tuple(node.id for node in self.nodes.values() if node.is_provider)
+
+    def inputs_of(self, node_id: str) -> frozenset[str]:
+        """Return the ids of the nodes whose next hop is ``node_id``.
+
+        Accepts the learner id too. Raises KeyError for an unknown id.
+        """
+        self._require_known(node_id)
+        return frozenset(node.id for node in self.nodes.values() if node_id in node.next)
+
+    def successor_of(self, node_id: str) -> str:
+        """Return the single next hop of a node.
+
+        Raises KeyError for the learner id or an unknown id.
+        """
+        if node_id not in self.nodes:
+            raise KeyError(f"no node with id {node_id!r} (the learner has no successor)")
+        return self.nodes[node_id].next[0]
+
+    def path_to_learner(self, node_id: str) -> tuple[str, ...]:
+        """Return the ids from ``node_id`` up to and including the learner id."""
+        self._require_known(node_id)
+        path = [node_id]
+        while path[-1] != self.learner.id:
+            path.append(self.successor_of(path[-1]))
+        return tuple(path)
+
+    def providers_upstream_of(self, node_id: str) -> frozenset[str]:
+        """Return the providers whose contributions pass through ``node_id``.
+
+        This includes ``node_id`` itself when it is a provider. For the
+        learner id it is every provider.
+        """
+        self._require_known(node_id)
+        return frozenset(
+            provider for provider in self.providers if node_id in self.path_to_learner(provider)
+        )
+
+    def hops(self) -> int:
+        """Return the number of messages on the longest path from a provider to the learner.
+
+        A chain of N providers has N hops (p1 -> p2, ..., pN -> learner).
+        """
+        return max((len(self.path_to_learner(p)) - 1 for p in self.providers), default=0)
+
+    def _require_known(self, node_id: str) -> None:
+        if node_id != self.learner.id and node_id not in self.nodes:
+            raise KeyError(f"no node or learner with id {node_id!r}")

@@ -1,0 +1,407 @@
+"""Tests for gradchain.data: built-in data sets, row splits and data files."""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_breast_cancer
+
+from gradchain.data import (
+    Dataset,
+    check_data,
+    load_builtin,
+    load_data_file,
+    save_csv,
+    save_npz,
+    split_rows,
+    train_test_split,
+)
+from gradchain.errors import ConfigError
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def gradient_sum(theta: np.ndarray, X: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Return the sum over rows of (sigmoid(x . theta) - y) x, a provider's partial gradient."""
+    return X.T @ (sigmoid(X @ theta) - y)
+
+
+def test_phones_rows() -> None:
+    phones = load_builtin("phones")
+
+    np.testing.assert_array_equal(phones.X, [[1, -1], [-1, -1], [1, 1]])
+    np.testing.assert_array_equal(phones.y, [1, 0, 1])
+    assert phones.feature_names == ("smoker", "vegan")
+    assert phones.X.dtype == np.float64
+    assert phones.y.dtype == np.float64
+
+
+def test_phone1_gradient_at_zero() -> None:
+    phones = load_builtin("phones")
+
+    gradient = gradient_sum(np.zeros(2), phones.X[:1], phones.y[:1])
+
+    np.testing.assert_allclose(gradient, [-0.5, 0.5])
+
+
+def test_phones_total_gradient_at_zero() -> None:
+    phones = load_builtin("phones")
+
+    gradient = gradient_sum(np.zeros(2), phones.X, phones.y)
+
+    np.testing.assert_allclose(gradient, [-1.5, -0.5])
+
+
+def test_breast_cancer_shape() -> None:
+    dataset = load_builtin("breast-cancer")
+
+    assert dataset.X.shape == (569, 31)
+    assert dataset.feature_names[-1] == "intercept"
+    assert dataset.feature_names[0] == "mean radius"
+    np.testing.assert_array_equal(dataset.X[:, -1], np.ones(569))
+    assert set(np.unique(dataset.y)) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize(("test_fraction", "seed"), [(0.2, 0), (0.3, 5)])
+def test_breast_cancer_standardised_with_training_rows(test_fraction: float, seed: int) -> None:
+    dataset = load_builtin("breast-cancer", test_fraction=test_fraction, seed=seed)
+    train, test = train_test_split(dataset, test_fraction, seed)
+
+    raw = load_breast_cancer()
+    raw_train, _ = train_test_split(
+        Dataset(
+            X=raw.data, y=raw.target.astype(float), feature_names=tuple(raw.feature_names), name="r"
+        ),
+        test_fraction,
+        seed,
+    )
+    mean = raw_train.X.mean(axis=0)
+    std = raw_train.X.std(axis=0)
+
+    np.testing.assert_allclose(train.X[:, :-1].mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(train.X[:, :-1].std(axis=0), 1.0)
+    np.testing.assert_allclose(dataset.X[:, :-1], (raw.data - mean) / std)
+    assert test.rows > 0
+
+
+def test_unknown_builtin_rejected() -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown built-in data set 'iris'.*breast-cancer, phones"
+    ):
+        load_builtin("iris")
+
+
+def labelled(labels: list[int]) -> Dataset:
+    """Return a data set whose single feature is the row number."""
+    rows = np.arange(len(labels), dtype=np.float64).reshape(-1, 1)
+    return Dataset(X=rows, y=np.array(labels, dtype=np.float64), feature_names=("row",), name="t")
+
+
+def test_split_stratified_and_complete() -> None:
+    dataset = labelled([0] * 40 + [1] * 60)
+
+    train, test = train_test_split(dataset, 0.25, seed=3)
+
+    assert test.rows == 25
+    assert int(test.y.sum()) == 15
+    combined = np.sort(np.concatenate([train.X[:, 0], test.X[:, 0]]))
+    np.testing.assert_array_equal(combined, np.arange(100))
+
+
+def test_split_depends_on_seed() -> None:
+    dataset = labelled([0] * 40 + [1] * 60)
+
+    _, first = train_test_split(dataset, 0.25, seed=3)
+    _, again = train_test_split(dataset, 0.25, seed=3)
+    _, other = train_test_split(dataset, 0.25, seed=4)
+
+    np.testing.assert_array_equal(first.X, again.X)
+    assert not np.array_equal(first.X, other.X)
+
+
+def test_split_zero_fraction_gives_empty_test_set() -> None:
+    train, test = train_test_split(labelled([0, 1, 1]), 0.0, seed=0)
+
+    assert train.rows == 3
+    assert test.rows == 0
+
+
+@pytest.mark.parametrize(
+    ("labels", "fraction", "message"),
+    [
+        pytest.param([0, 1], -0.1, r"must be in \[0, 1\), got -0.1", id="negative"),
+        pytest.param([0, 1], 1.0, r"must be in \[0, 1\), got 1.0", id="one"),
+        pytest.param([0, 1, 1], 0.2, "gives an empty test set", id="empty-test-set"),
+        pytest.param([0, 1], 0.9, "leaves no training rows", id="empty-training-set"),
+    ],
+)
+def test_split_rejects(labels: list[int], fraction: float, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        train_test_split(labelled(labels), fraction, seed=0)
+
+
+@pytest.mark.parametrize(("rows", "parts"), [(10, 3), (10, 10), (569, 12), (5, 1)])
+def test_split_rows_sizes(rows: int, parts: int) -> None:
+    shards = split_rows(labelled([0] * rows), parts, seed=1)
+
+    sizes = [shard.rows for shard in shards]
+    assert len(shards) == parts
+    assert min(sizes) >= 1
+    assert max(sizes) - min(sizes) <= 1
+    combined = np.sort(np.concatenate([shard.X[:, 0] for shard in shards]))
+    np.testing.assert_array_equal(combined, np.arange(rows))
+
+
+def test_split_rows_shuffles_by_seed() -> None:
+    dataset = labelled([0] * 20)
+
+    first = split_rows(dataset, 2, seed=1)
+    again = split_rows(dataset, 2, seed=1)
+    other = split_rows(dataset, 2, seed=2)
+
+    np.testing.assert_array_equal(first[0].X, again[0].X)
+    assert not np.array_equal(first[0].X, other[0].X)
+    assert not np.array_equal(first[0].X[:, 0], np.arange(10))
+
+
+@pytest.mark.parametrize(
+    ("parts", "message"),
+    [
+        pytest.param(4, "into 4 parts: it has only 3 rows", id="more-parts-than-rows"),
+        pytest.param(0, "into 0 parts", id="zero-parts"),
+    ],
+)
+def test_split_rows_rejects(parts: int, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        split_rows(labelled([0, 1, 0]), parts, seed=0)
+
+
+def test_npz_round_trip(tmp_path: Path) -> None:
+    X = np.array([[0.1, -2.5], [3.0, 4.0]])
+    y = np.array([1.0, 0.0])
+    path = tmp_path / "nested" / "part.npz"
+
+    save_npz(path, X, y)
+    loaded_X, loaded_y = load_data_file(path)
+
+    np.testing.assert_array_equal(loaded_X, X)
+    np.testing.assert_array_equal(loaded_y, y)
+    assert loaded_X.dtype == np.float64
+
+
+def test_csv_round_trip(tmp_path: Path) -> None:
+    X = np.array([[0.1, -2.0], [1e-300, 4.0]])
+    y = np.array([1.0, 0.0])
+    path = tmp_path / "part.csv"
+
+    save_csv(path, X, y, feature_names=["a", "b"], label_name="label")
+    loaded_X, loaded_y = load_data_file(path)
+
+    assert path.read_text(encoding="utf-8").splitlines()[:2] == ["a,b,label", "0.1,-2,1"]
+    np.testing.assert_array_equal(loaded_X, X)
+    np.testing.assert_array_equal(loaded_y, y)
+
+
+def test_csv_integer_columns_read(tmp_path: Path) -> None:
+    path = tmp_path / "ints.csv"
+    path.write_text("smoker,vegan,cancer\n1,-1,1\n\n-1,-1,0\n", encoding="utf-8")
+
+    X, y = load_data_file(path)
+
+    np.testing.assert_array_equal(X, [[1, -1], [-1, -1]])
+    np.testing.assert_array_equal(y, [1, 0])
+
+
+def write_npz(**arrays: object) -> Callable[[Path], Path]:
+    def write(folder: Path) -> Path:
+        path = folder / "bad.npz"
+        with path.open("wb") as stream:
+            np.savez(stream, **arrays)  # type: ignore[arg-type]
+        return path
+
+    return write
+
+
+def write_bytes(name: str, content: bytes) -> Callable[[Path], Path]:
+    def write(folder: Path) -> Path:
+        path = folder / name
+        path.write_bytes(content)
+        return path
+
+    return write
+
+
+def write_pickled_npz(folder: Path) -> Path:
+    path = folder / "bad.npz"
+    with path.open("wb") as stream:
+        np.savez(stream, X=np.array([{"a": 1}], dtype=object), y=np.zeros(1))
+    return path
+
+
+def write_npy(folder: Path) -> Path:
+    path = folder / "bad.npz"
+    with path.open("wb") as stream:
+        np.save(stream, np.zeros((2, 2)))
+    return path
+
+
+# Each case: function that writes the file into a folder and returns its path, message fragment.
+BAD_FILES = [
+    pytest.param(lambda folder: folder / "absent.npz", "data file not found", id="missing"),
+    pytest.param(
+        write_bytes("data.txt", b"1,2\n"), "unsupported data file type '.txt'", id="suffix"
+    ),
+    pytest.param(write_npz(X=np.ones((2, 2))), "missing array y (arrays found: X", id="no-y"),
+    pytest.param(write_npz(a=np.ones(2)), "missing array X and y", id="no-arrays"),
+    pytest.param(write_npz(X=np.ones(3), y=np.ones(3)), "X must have 2 dimensions", id="X-one-dim"),
+    pytest.param(
+        write_npz(X=np.ones((3, 2)), y=np.ones((3, 1))), "y must have 1 dimension", id="y-two-dim"
+    ),
+    pytest.param(
+        write_npz(X=np.ones((3, 2)), y=np.ones(2)),
+        "X has 3 rows but y has 2 labels",
+        id="length-mismatch",
+    ),
+    pytest.param(write_npz(X=np.ones((0, 2)), y=np.ones(0)), "contains no rows", id="no-rows"),
+    pytest.param(
+        write_npz(X=np.ones((2, 0)), y=np.ones(2)), "X has no feature columns", id="no-columns"
+    ),
+    pytest.param(
+        write_npz(X=np.array([[1.0, 2.0], [np.nan, 1.0]]), y=np.ones(2)),
+        "X contains a non-finite value (NaN or infinity) in row 2",
+        id="nan-in-X",
+    ),
+    pytest.param(
+        write_npz(X=np.ones((2, 2)), y=np.array([np.inf, 1.0])),
+        "y contains a non-finite value (NaN or infinity) in row 1",
+        id="inf-in-y",
+    ),
+    pytest.param(
+        write_npz(X=np.array([["a", "b"]]), y=np.ones(1)),
+        "array X has dtype <U1, expected numbers",
+        id="strings",
+    ),
+    pytest.param(write_pickled_npz, "cannot read the .npz file", id="pickled-objects"),
+    pytest.param(write_npy, "not an .npz archive", id="npy-file"),
+    pytest.param(write_bytes("bad.npz", b"not a zip"), "cannot read the .npz file", id="corrupt"),
+    pytest.param(write_bytes("bad.csv", b""), "empty file, expected a header row", id="csv-empty"),
+    pytest.param(
+        write_bytes("bad.csv", b"label\n1\n"),
+        "the header needs at least two columns, one or more features and the label last, got 1",
+        id="csv-one-column",
+    ),
+    pytest.param(
+        write_bytes("bad.csv", b"a,b,label\n1,2,1\n1,2\n"),
+        "line 3: 2 columns, expected 3 as in the header",
+        id="csv-short-row",
+    ),
+    pytest.param(
+        write_bytes("bad.csv", b"a,b,label\n1,x,1\n"),
+        "line 2, column 'b': invalid number 'x'",
+        id="csv-not-a-number",
+    ),
+    pytest.param(
+        write_bytes("bad.csv", b"a,b,label\n1,2,nan\n"),
+        "line 2, column 'label': non-finite value 'nan'",
+        id="csv-nan",
+    ),
+    pytest.param(write_bytes("bad.csv", b"a,b,label\n"), "contains no rows", id="csv-header-only"),
+    pytest.param(
+        write_bytes("bad.csv", b"a,b,label\n\xff,1,1\n"),
+        "cannot read the CSV file",
+        id="csv-not-utf8",
+    ),
+]
+
+
+@pytest.mark.parametrize(("write", "message"), BAD_FILES)
+def test_bad_data_file_rejected(
+    tmp_path: Path, write: Callable[[Path], Path], message: str
+) -> None:
+    path = write(tmp_path)
+
+    with pytest.raises(ConfigError) as caught:
+        load_data_file(path)
+
+    assert str(path) in str(caught.value)
+    assert message in str(caught.value)
+
+
+def test_pickled_npz_never_unpickled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_pickled_npz(tmp_path)
+
+    def fail(*args: object, **kwargs: object) -> object:
+        raise AssertionError("pickle.loads called")
+
+    monkeypatch.setattr(pickle, "loads", fail)
+    monkeypatch.setattr(pickle, "load", fail)
+
+    with pytest.raises(ConfigError):
+        load_data_file(path)
+
+
+def test_check_data_accepts_matching_data() -> None:
+    check_data(
+        np.ones((2, 3)),
+        np.array([0.0, 1.0]),
+        features=3,
+        owner="node 'p1'",
+        path="p1.npz",
+        binary_labels=True,
+    )
+
+
+def test_check_data_feature_mismatch() -> None:
+    with pytest.raises(ConfigError) as caught:
+        check_data(
+            np.ones((2, 30)),
+            np.array([0.0, 1.0]),
+            features=31,
+            owner="node 'p7'",
+            path="data/p7.npz",
+            binary_labels=True,
+        )
+
+    message = str(caught.value)
+    assert "node 'p7'" in message
+    assert "data/p7.npz" in message
+    assert "has 30 feature columns but job.features is 31" in message
+
+
+def test_check_data_label_not_binary() -> None:
+    with pytest.raises(ConfigError, match=r"node 'p2'.*label 2.0 in row 3"):
+        check_data(
+            np.ones((3, 1)),
+            np.array([0.0, 1.0, 2.0]),
+            features=1,
+            owner="node 'p2'",
+            path="p2.npz",
+            binary_labels=True,
+        )
+
+
+def test_check_data_any_label_without_binary_check() -> None:
+    check_data(
+        np.ones((1, 1)),
+        np.array([2.0]),
+        features=1,
+        owner="node 'p2'",
+        path="p2.npz",
+        binary_labels=False,
+    )
+
+
+def test_dataset_rejects_mismatched_names() -> None:
+    with pytest.raises(ValueError, match="1 feature names for 2 columns"):
+        Dataset(X=np.ones((1, 2)), y=np.ones(1), feature_names=("a",), name="t")
+
+
+def test_dataset_rejects_mismatched_rows() -> None:
+    with pytest.raises(ValueError, match="got X of shape"):
+        Dataset(X=np.ones((2, 1)), y=np.ones(3), feature_names=("a",), name="t")

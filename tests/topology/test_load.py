@@ -1,0 +1,688 @@
+"""Tests for gradchain.topology.load: reading, validating and loading data of topology files."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomli_w
+
+from gradchain.data import save_csv, save_npz
+from gradchain.errors import ConfigError, TopologyError
+from gradchain.topology import (
+    CryptoSettings,
+    JobSettings,
+    load_eval_data,
+    load_provider_data,
+    load_topology,
+)
+
+Document = dict[str, Any]
+Mutation = Callable[[Document], None]
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def base_document() -> Document:
+    """Return a valid topology: p1 -> p2 -> a1 <- p3, a1 -> learner."""
+    return {
+        "job": {"id": "test-job", "features": 2, "min_contributors": 2},
+        "crypto": {"key_bits": 256},
+        "learner": {"id": "learner"},
+        "nodes": [
+            {"id": "p1", "data": "data/p1.csv", "next": ["p2"]},
+            {"id": "p2", "data": "data/p2.csv", "next": ["a1"]},
+            {"id": "p3", "data": "data/p3.csv", "next": ["a1"]},
+            {"id": "a1", "next": ["learner"]},
+        ],
+    }
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    """Return a folder with data/p1.csv to data/p3.csv, each with two features and two rows."""
+    for number in (1, 2, 3):
+        save_csv(
+            tmp_path / "data" / f"p{number}.csv",
+            [[1.0, -1.0], [0.5, 2.0]],
+            [1.0, 0.0],
+            feature_names=["a", "b"],
+            label_name="label",
+        )
+    return tmp_path
+
+
+def write_topology(folder: Path, document: Document) -> Path:
+    path = folder / "topology.toml"
+    path.write_text(tomli_w.dumps(document), encoding="utf-8")
+    return path
+
+
+def set_in(table: str, **values: object) -> Mutation:
+    def mutate(document: Document) -> None:
+        document[table].update(values)
+
+    return mutate
+
+
+def remove(table: str, key: str) -> Mutation:
+    def mutate(document: Document) -> None:
+        del document[table][key]
+
+    return mutate
+
+
+def set_node(node_id: str, **values: object) -> Mutation:
+    def mutate(document: Document) -> None:
+        node = next(entry for entry in document["nodes"] if entry["id"] == node_id)
+        node.update(values)
+
+    return mutate
+
+
+def add_node(**values: object) -> Mutation:
+    def mutate(document: Document) -> None:
+        document["nodes"].append(values)
+
+    return mutate
+
+
+def set_top(key: str, value: object) -> Mutation:
+    def mutate(document: Document) -> None:
+        document[key] = value
+
+    return mutate
+
+
+def remove_top(key: str) -> Mutation:
+    def mutate(document: Document) -> None:
+        del document[key]
+
+    return mutate
+
+
+def combine(*mutations: Mutation) -> Mutation:
+    def mutate(document: Document) -> None:
+        for mutation in mutations:
+            mutation(document)
+
+    return mutate
+
+
+# Each case: mutation of the base document, node id and key the error must name,
+# and a fragment of the message.
+HOSTILE_CASES = [
+    pytest.param(
+        set_top("jobs", {}),
+        None,
+        "jobs",
+        "unknown key (allowed keys: job, crypto, learner, nodes)",
+        id="unknown-top-level-table",
+    ),
+    pytest.param(remove_top("job"), None, "job", "missing required table [job]", id="no-job"),
+    pytest.param(set_top("job", 5), None, "job", "expected a table", id="job-not-table"),
+    pytest.param(remove("job", "id"), None, "job.id", "missing required key", id="no-job-id"),
+    pytest.param(
+        remove("job", "features"), None, "job.features", "missing required key", id="no-features"
+    ),
+    pytest.param(
+        set_in("job", learning_rat=0.1),
+        None,
+        "job.learning_rat",
+        "allowed keys: id, model, features, rounds",
+        id="misspelt-job-key",
+    ),
+    pytest.param(
+        set_in("job", rounds="60"),
+        None,
+        "job.rounds",
+        "expected an integer, got string '60'",
+        id="rounds-string",
+    ),
+    pytest.param(
+        set_in("job", rounds=True),
+        None,
+        "job.rounds",
+        "expected an integer, got boolean true",
+        id="rounds-boolean",
+    ),
+    pytest.param(
+        set_in("job", features=2.5),
+        None,
+        "job.features",
+        "expected an integer, got float 2.5",
+        id="features-float",
+    ),
+    pytest.param(
+        set_in("job", learning_rate="fast"),
+        None,
+        "job.learning_rate",
+        "expected a number, got string 'fast'",
+        id="learning-rate-string",
+    ),
+    pytest.param(
+        set_in("job", learning_rate=math.nan),
+        None,
+        "job.learning_rate",
+        "expected a finite number",
+        id="learning-rate-nan",
+    ),
+    pytest.param(
+        set_in("job", randomise=1),
+        None,
+        "job.randomise",
+        "expected true or false, got integer 1",
+        id="randomise-integer",
+    ),
+    pytest.param(
+        set_in("job", id="job/1"), None, "job.id", "invalid id 'job/1'", id="job-id-slash"
+    ),
+    pytest.param(
+        set_in("job", model="svm"), None, "job.model", "unknown model 'svm'", id="unknown-model"
+    ),
+    pytest.param(
+        set_in("job", schedule="linear"),
+        None,
+        "job.schedule",
+        "use one of: constant, inverse_sqrt, inverse_square",
+        id="unknown-schedule",
+    ),
+    pytest.param(
+        set_in("job", features=0), None, "job.features", "at least 1, got 0", id="features-zero"
+    ),
+    pytest.param(
+        set_in("job", rounds=0), None, "job.rounds", "at least 1, got 0", id="rounds-zero"
+    ),
+    pytest.param(
+        set_in("job", learning_rate=0.0),
+        None,
+        "job.learning_rate",
+        "greater than 0, got 0.0",
+        id="learning-rate-zero",
+    ),
+    pytest.param(
+        set_in("job", learning_rate=-0.1),
+        None,
+        "job.learning_rate",
+        "greater than 0, got -0.1",
+        id="learning-rate-negative",
+    ),
+    pytest.param(
+        set_in("job", round_timeout=-1),
+        None,
+        "job.round_timeout",
+        "greater than 0",
+        id="round-timeout-negative",
+    ),
+    pytest.param(
+        set_in("job", tolerance=-1e-6),
+        None,
+        "job.tolerance",
+        "0 or greater",
+        id="tolerance-negative",
+    ),
+    pytest.param(set_in("job", l2=-0.5), None, "job.l2", "0 or greater", id="l2-negative"),
+    pytest.param(
+        set_in("job", min_contributors=0),
+        None,
+        "job.min_contributors",
+        "at least 1, got 0",
+        id="min-contributors-zero",
+    ),
+    pytest.param(
+        set_in("job", min_contributors=4),
+        None,
+        "job.min_contributors",
+        "is 4, but the topology has only 3 providers",
+        id="min-contributors-above-providers",
+    ),
+    pytest.param(
+        set_top("crypto", "big"), None, "crypto", "expected a table", id="crypto-not-table"
+    ),
+    pytest.param(
+        set_in("crypto", keybits=2048),
+        None,
+        "crypto.keybits",
+        "allowed keys: key_bits, frac_bits, clip",
+        id="misspelt-crypto-key",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=32),
+        None,
+        "crypto.key_bits",
+        "at least 64, got 32",
+        id="key-bits-too-small",
+    ),
+    pytest.param(
+        set_in("crypto", frac_bits=0),
+        None,
+        "crypto.frac_bits",
+        "at least 1, got 0",
+        id="frac-bits-zero",
+    ),
+    pytest.param(set_in("crypto", clip=0), None, "crypto.clip", "greater than 0", id="clip-zero"),
+    pytest.param(
+        set_in("crypto", key_bits=64, frac_bits=60),
+        None,
+        "crypto.frac_bits",
+        "can need 82 bits, but a 64-bit key leaves 62 bits",
+        id="encoding-wraps-modulus",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=64, frac_bits=41),
+        None,
+        "crypto.frac_bits",
+        "can need 63 bits",
+        id="encoding-one-bit-too-wide",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=64, frac_bits=10**9),
+        None,
+        "crypto.frac_bits",
+        "can need 1000000000 bits",
+        id="frac-bits-huge",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=513),
+        None,
+        "crypto.key_bits",
+        "must be even",
+        id="key-bits-odd",
+    ),
+    pytest.param(remove_top("learner"), None, "learner", "missing required table", id="no-learner"),
+    pytest.param(
+        remove("learner", "id"), None, "learner.id", "missing required key", id="no-learner-id"
+    ),
+    pytest.param(
+        set_in("learner", id="learn er"),
+        None,
+        "learner.id",
+        "invalid id 'learn er'",
+        id="learner-id-space",
+    ),
+    pytest.param(
+        set_in("learner", eval="data/p1.csv"),
+        None,
+        "learner.eval",
+        "allowed keys: id, public_key, private_key, eval_data",
+        id="misspelt-learner-key",
+    ),
+    pytest.param(
+        set_in("learner", eval_data="data/missing.npz"),
+        None,
+        "learner.eval_data",
+        "data file not found",
+        id="eval-data-missing",
+    ),
+    pytest.param(remove_top("nodes"), None, "nodes", "missing [[nodes]]", id="no-nodes"),
+    pytest.param(set_top("nodes", []), None, "nodes", "no nodes", id="empty-nodes"),
+    pytest.param(
+        set_top("nodes", ["p1"]), None, "nodes", "entry 1 is string 'p1'", id="node-not-table"
+    ),
+    pytest.param(
+        add_node(data="data/p1.csv"),
+        None,
+        "id",
+        "[[nodes]] table number 5 has no id",
+        id="node-without-id",
+    ),
+    pytest.param(
+        set_node("p3", next=["p9"]),
+        "p3",
+        "next",
+        "unknown node id 'p9' (use one of: p1, p2, p3, a1, learner)",
+        id="next-unknown-id",
+    ),
+    pytest.param(
+        add_node(id="p2", data="data/p2.csv", next=["learner"]),
+        "p2",
+        "id",
+        "duplicate node id",
+        id="duplicate-id",
+    ),
+    pytest.param(
+        add_node(id="learner", data="data/p1.csv", next=["a1"]),
+        "learner",
+        "id",
+        "the node id equals the learner id 'learner'",
+        id="node-id-is-learner-id",
+    ),
+    pytest.param(
+        set_node("p1", id="p+1"), "p+1", "id", "invalid id 'p+1'", id="id-with-mqtt-wildcard"
+    ),
+    pytest.param(
+        set_node("p1", id="p/1"), "p/1", "id", "invalid id 'p/1'", id="id-with-topic-separator"
+    ),
+    pytest.param(set_node("p1", id="p 1"), "p 1", "id", "invalid id 'p 1'", id="id-with-space"),
+    pytest.param(set_node("p1", id=""), None, "id", "expected a non-empty string", id="id-empty"),
+    pytest.param(
+        set_node("p1", nxt=["p2"]),
+        "p1",
+        "nxt",
+        "unknown key (allowed keys: id, data, next)",
+        id="misspelt-node-key",
+    ),
+    pytest.param(
+        set_node("p1", next="p2"),
+        "p1",
+        "next",
+        "expected an array of strings, got string 'p2'",
+        id="next-string",
+    ),
+    pytest.param(
+        set_node("p1", next=[2]),
+        "p1",
+        "next",
+        "found integer 2",
+        id="next-integer-entry",
+    ),
+    pytest.param(set_node("p1", next=[]), "p1", "next", "has 0 entries", id="next-empty"),
+    pytest.param(
+        set_node("p1", next=["p2", "p3"]),
+        "p1",
+        "next",
+        "several aggregators is not supported yet",
+        id="next-two-entries",
+    ),
+    pytest.param(
+        set_node("p2", next=["p1"]),
+        "p1",
+        "next",
+        "cycle p1 -> p2 -> p1: these nodes never reach the learner 'learner'",
+        id="cycle-of-two",
+    ),
+    pytest.param(
+        set_node("a1", next=["a1"]), "a1", "next", "cycle a1 -> a1", id="node-points-at-itself"
+    ),
+    pytest.param(
+        combine(set_node("p2", next=["p3"]), set_node("p3", next=["p2"])),
+        "p2",
+        "next",
+        "cycle p2 -> p3 -> p2: these nodes never reach the learner 'learner'; "
+        "nodes leading into it: p1",
+        id="cycle-with-upstream-node",
+    ),
+    pytest.param(
+        add_node(id="a2", next=["learner"]),
+        "a2",
+        "data",
+        "no data and no inputs",
+        id="aggregator-without-inputs",
+    ),
+    pytest.param(
+        set_node("p1", data=5), "p1", "data", "expected a string, got integer 5", id="data-integer"
+    ),
+    pytest.param(
+        set_node("p1", data="data/p1.txt"),
+        "p1",
+        "data",
+        "unsupported data file type 'data/p1.txt'",
+        id="data-unsupported-suffix",
+    ),
+]
+
+
+@pytest.mark.parametrize(("mutation", "node_id", "key", "message"), HOSTILE_CASES)
+def test_hostile_topology_rejected(
+    folder: Path, mutation: Mutation, node_id: str | None, key: str, message: str
+) -> None:
+    document = base_document()
+    mutation(document)
+    path = write_topology(folder, document)
+
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+
+    error = caught.value
+    assert error.path == str(path)
+    assert error.node_id == node_id
+    assert error.key == key
+    assert message in str(error)
+    assert f"key {key!r}" in str(error)
+    if node_id is not None:
+        assert f"node {node_id!r}" in str(error)
+
+
+def test_base_document_is_valid(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    assert topology.providers == ("p1", "p2", "p3")
+
+
+def test_missing_provider_data_names_resolved_path(folder: Path) -> None:
+    document = base_document()
+    set_node("p2", data="data/../data/absent.csv")(document)
+    path = write_topology(folder, document)
+
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+
+    assert caught.value.node_id == "p2"
+    assert caught.value.key == "data"
+    assert str((folder / "data" / "absent.csv").resolve()) in str(caught.value)
+
+
+def test_missing_file_rejected(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="file not found"):
+        load_topology(tmp_path / "absent.toml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("[job\nid = 1\n", id="unclosed-table-header"),
+        pytest.param('[job]\nid = "a"\nid = "b"\n', id="duplicate-key"),
+        pytest.param("[job]\nid = \n", id="missing-value"),
+    ],
+)
+def test_invalid_toml_rejected(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "topology.toml"
+    path.write_text(text, encoding="utf-8")
+
+    with pytest.raises(TopologyError, match="invalid TOML") as caught:
+        load_topology(path)
+
+    assert caught.value.path == str(path)
+    assert isinstance(caught.value.__cause__, Exception)
+
+
+def test_non_utf8_file_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "topology.toml"
+    path.write_bytes(b'[job]\nid = "\xff"\n')
+
+    with pytest.raises(TopologyError, match="invalid TOML"):
+        load_topology(path)
+
+
+def test_minimal_file_gets_defaults(folder: Path) -> None:
+    document: Document = {
+        "job": {"id": "minimal", "features": 2},
+        "learner": {"id": "boss"},
+        "nodes": [
+            {"id": "p1", "data": "data/p1.csv", "next": ["p2"]},
+            {"id": "p2", "data": "data/p2.csv", "next": ["p3"]},
+            {"id": "p3", "data": "data/p3.csv"},
+        ],
+    }
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.job == JobSettings(id="minimal", features=2)
+    assert topology.crypto == CryptoSettings()
+    assert topology.learner.public_key == (folder / "keys" / "boss.pub.json").resolve()
+    assert topology.learner.private_key == (folder / "keys" / "boss.key.json").resolve()
+    assert topology.learner.eval_data is None
+    assert topology.nodes["p3"].next == ("boss",)
+
+
+def test_settings_read_from_file(folder: Path) -> None:
+    document = base_document()
+    document["job"].update(
+        model="logistic",
+        rounds=7,
+        tolerance=0,
+        learning_rate=1,
+        schedule="inverse_sqrt",
+        l2=0.25,
+        min_contributors=3,
+        randomise=False,
+        round_timeout=9.5,
+    )
+    document["crypto"].update(key_bits=512, frac_bits=20, clip=100)
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.job == JobSettings(
+        id="test-job",
+        features=2,
+        model="logistic",
+        rounds=7,
+        tolerance=0.0,
+        learning_rate=1.0,
+        schedule="inverse_sqrt",
+        l2=0.25,
+        min_contributors=3,
+        randomise=False,
+        round_timeout=9.5,
+    )
+    assert topology.crypto == CryptoSettings(key_bits=512, frac_bits=20, clip=100.0)
+    assert isinstance(topology.job.learning_rate, float)
+    assert isinstance(topology.crypto.clip, float)
+
+
+def test_paths_resolve_against_topology_folder(
+    folder: Path, tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_topology(folder, base_document())
+    monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
+
+    topology = load_topology(path)
+
+    assert topology.path == path.resolve()
+    assert topology.nodes["p1"].data == (folder / "data" / "p1.csv").resolve()
+    assert topology.nodes["a1"].data is None
+
+
+def test_nodes_keep_file_order(folder: Path) -> None:
+    document = base_document()
+    document["nodes"].reverse()
+    topology = load_topology(write_topology(folder, document))
+
+    assert list(topology.nodes) == ["a1", "p3", "p2", "p1"]
+    assert topology.providers == ("p3", "p2", "p1")
+
+
+def test_small_key_logs_warning(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = write_topology(folder, base_document())
+
+    with caplog.at_level(logging.WARNING, logger="gradchain.topology.load"):
+        load_topology(path)
+
+    assert "key_bits = 256 is below 2048" in caplog.text
+
+
+def test_2048_bit_key_logs_no_warning(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
+    document = base_document()
+    document["crypto"]["key_bits"] = 2048
+    path = write_topology(folder, document)
+
+    with caplog.at_level(logging.WARNING, logger="gradchain.topology.load"):
+        load_topology(path)
+
+    assert caplog.text == ""
+
+
+def test_provider_data_loaded(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    X, y = load_provider_data(topology, "p1")
+
+    np.testing.assert_array_equal(X, [[1.0, -1.0], [0.5, 2.0]])
+    np.testing.assert_array_equal(y, [1.0, 0.0])
+
+
+def test_provider_data_feature_mismatch(folder: Path) -> None:
+    save_npz(folder / "data" / "wide.npz", np.ones((2, 3)), [0.0, 1.0])
+    document = base_document()
+    set_node("p2", data="data/wide.npz")(document)
+    topology = load_topology(write_topology(folder, document))
+
+    with pytest.raises(ConfigError) as caught:
+        load_provider_data(topology, "p2")
+
+    message = str(caught.value)
+    assert "node 'p2'" in message
+    assert "has 3 feature columns but job.features is 2" in message
+    assert str(folder / "data" / "wide.npz") in message
+
+
+def test_provider_labels_must_be_binary(folder: Path) -> None:
+    save_npz(folder / "data" / "signs.npz", np.ones((2, 2)), [1.0, -1.0])
+    document = base_document()
+    set_node("p3", data="data/signs.npz")(document)
+    topology = load_topology(write_topology(folder, document))
+
+    with pytest.raises(ConfigError, match=r"node 'p3'.*label -1.0 in row 2"):
+        load_provider_data(topology, "p3")
+
+
+def test_aggregator_has_no_provider_data(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    with pytest.raises(ValueError, match="'a1' is an aggregator"):
+        load_provider_data(topology, "a1")
+
+
+def test_eval_data_absent_returns_none(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    assert load_eval_data(topology) is None
+
+
+def test_eval_data_feature_mismatch(folder: Path) -> None:
+    save_npz(folder / "data" / "eval.npz", np.ones((4, 5)), [0.0, 1.0, 1.0, 0.0])
+    document = base_document()
+    document["learner"]["eval_data"] = "data/eval.npz"
+    topology = load_topology(write_topology(folder, document))
+
+    with pytest.raises(ConfigError, match=r"learner 'learner'.*has 5 feature columns"):
+        load_eval_data(topology)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["phones/topology.toml", "breast-cancer-chain.toml", "breast-cancer-tree.toml"],
+)
+def test_shipped_example_loads(name: str) -> None:
+    topology = load_topology(EXAMPLES / name)
+
+    assert topology.crypto.key_bits == 2048
+    for provider in topology.providers:
+        X, _ = load_provider_data(topology, provider)
+        assert X.shape[1] == topology.job.features
+    evaluation = load_eval_data(topology)
+    if evaluation is not None:
+        assert evaluation[0].shape[1] == topology.job.features
+
+
+def test_shipped_breast_cancer_examples_have_12_providers() -> None:
+    chain = load_topology(EXAMPLES / "breast-cancer-chain.toml")
+    tree = load_topology(EXAMPLES / "breast-cancer-tree.toml")
+
+    assert len(chain.providers) == 12
+    assert len(tree.providers) == 12
+    assert chain.hops() == 12
+    assert tree.hops() == 2
+
+
+def test_encoding_at_capacity_accepted(folder: Path) -> None:
+    # 3 * (2**20 * 2**40 + 1) < 2**62, the limit for a 64-bit key.
+    document = base_document()
+    document["crypto"].update(key_bits=64, frac_bits=40, clip=2.0**20)
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.crypto.frac_bits == 40
