@@ -22,7 +22,7 @@ import urllib.parse
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from amqtt.broker import Broker
 from amqtt.errors import BrokerError
@@ -142,6 +142,28 @@ def _is_address_in_use(exc: BaseException) -> bool:
 # amqtt inside the current event loop
 
 
+class _SnapshotIterationDict(dict[str, Any]):
+    """A dict whose plain iteration walks a snapshot of its keys."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self.keys()))
+
+
+def _guard_subscription_iteration(broker: Broker) -> None:
+    """Work around a race in amqtt 0.12.1 when several clients connect at once.
+
+    amqtt iterates over its subscription table with an ``await`` inside the
+    loop while it hands retained messages to a new client. A subscription
+    made by another client meanwhile raises "dictionary changed size during
+    iteration", which kills the new client's session, so its subscribe times
+    out. Iterating over a snapshot of the keys avoids that.
+    """
+    # NOTE: relies on the private attribute Broker._subscriptions of amqtt 0.12.
+    table = getattr(broker, "_subscriptions", None)
+    if isinstance(table, dict):
+        broker._subscriptions = _SnapshotIterationDict(table)
+
+
 @contextlib.asynccontextmanager
 async def embedded_broker(host: str = LOOPBACK_HOST, port: int = 0) -> AsyncIterator[BrokerAddress]:
     """Run an amqtt broker in the current event loop and yield its address.
@@ -191,6 +213,7 @@ async def _start_amqtt(host: str, port: int) -> tuple[Broker, int]:
     while True:
         chosen_port = port or find_free_port(host)
         broker = Broker(_amqtt_config(host, chosen_port))
+        _guard_subscription_iteration(broker)
         try:
             await broker.start()
         except BrokerError as exc:

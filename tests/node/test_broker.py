@@ -13,6 +13,7 @@ import pytest
 
 from gradchain.errors import ConfigError, TransportError
 from gradchain.node.broker import (
+    _SnapshotIterationDict,
     BrokerAddress,
     MosquittoBroker,
     embedded_broker,
@@ -322,3 +323,49 @@ async def test_mosquitto_missing_executable(tmp_path: Path) -> None:
     with pytest.raises(TransportError, match="no-such-mosquitto"):
         async with mosquitto_broker(executable=str(missing)):
             pass
+
+
+async def test_embedded_broker_many_clients_connect_at_once(time_unit: float) -> None:
+    # Twenty clients connect, subscribe and publish retained statuses at the
+    # same moment, as the nodes of `gradchain run` do at startup.
+    async with embedded_broker() as address:
+        async with aiomqtt.Client(address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311) as first:
+            await first.subscribe("job/round", qos=1)
+            await first.subscribe("job/status/+", qos=1)
+            await first.publish("job/round", b"retained", qos=1, retain=True)
+            for index in range(20):
+                await first.publish(f"job/status/{index}", b"online", qos=1, retain=True)
+
+            async def join(index: int) -> bytes:
+                async with aiomqtt.Client(
+                    address.host,
+                    address.port,
+                    identifier=f"client-{index}",
+                    protocol=aiomqtt.ProtocolVersion.V311,
+                    timeout=10 * time_unit,
+                ) as client:
+                    await client.subscribe(f"job/inbox/{index}", qos=1)
+                    await client.subscribe("job/round", qos=1)
+                    await client.publish(f"job/status/{index}", b"online", qos=1, retain=True)
+                    async for message in client.messages:
+                        if message.topic.matches("job/round"):
+                            assert isinstance(message.payload, bytes)
+                            return message.payload
+                raise AssertionError("connection closed before the retained message arrived")
+
+            payloads = await asyncio.wait_for(asyncio.gather(*(join(i) for i in range(20))), 30 * time_unit)
+
+    assert payloads == [b"retained"] * 20
+
+
+def test_subscription_table_iterates_over_a_snapshot() -> None:
+    # amqtt walks its subscription table with awaits inside the loop; a
+    # subscription added meanwhile must not break the walk.
+    table = _SnapshotIterationDict({"a/#": [], "b/#": []})
+    walked = []
+    for topic in table:
+        walked.append(topic)
+        table[f"{topic}/more"] = []
+
+    assert walked == ["a/#", "b/#"]
+    assert len(table) == 4
