@@ -1,8 +1,8 @@
 """The ``gradchain`` command line.
 
-    gradchain run TOPOLOGY              the whole job on this machine
-    gradchain node --id ID TOPOLOGY     one provider or aggregator
-    gradchain learner TOPOLOGY          the learner
+    gradchain run TOPOLOGY [--faults PLAN]    the whole job on this machine
+    gradchain node --id ID TOPOLOGY           one provider or aggregator
+    gradchain learner TOPOLOGY [--resume]     the learner
     gradchain topology chain|tree       write a topology and split a dataset
 
 Only this module configures logging handlers.
@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import GradchainError
+from .errors import ConfigError, GradchainError
 from .node.common import run_event_loop
 
 logger = logging.getLogger("gradchain")
@@ -45,6 +45,26 @@ def _add_logging_options(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--log-file", help="write the log to this file instead of standard error")
 
 
+def _add_fault_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--faults", type=Path, metavar="PLAN", help="inject this process's faults from a fault plan (TOML)"
+    )
+    parser.add_argument(
+        "--events",
+        type=Path,
+        metavar="DIR",
+        help="folder for this process's JSON-lines event file (default: results/JOB_ID/events)",
+    )
+    parser.add_argument(
+        "--offline-wait",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long to wait for an online status of this id to turn offline before refusing to "
+        "start (default: 5)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gradchain",
@@ -63,12 +83,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results", type=Path, metavar="DIR", help="folder for metrics.json, the model and logs "
                      "(default: results/JOB_ID)")
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
+    run.add_argument(
+        "--mosquitto",
+        action="store_true",
+        help="start a mosquitto process on a free loopback port instead of the embedded broker",
+    )
+    run.add_argument(
+        "--faults", type=Path, metavar="PLAN", help="inject the faults of this fault plan (TOML, see docs/faults.md)"
+    )
+    run.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="with --faults, skip the second, fault-free run that the report compares against",
+    )
     _add_logging_options(run, "INFO")
 
     node = commands.add_parser("node", help="run one provider or aggregator node")
     node.add_argument("--id", required=True, dest="node_id", help="this node's id in the topology")
     node.add_argument("topology", type=Path, help="topology file (TOML)")
     node.add_argument("--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]")
+    _add_fault_options(node)
     _add_logging_options(node, "INFO")
 
     learner = commands.add_parser("learner", help="run the learner, which holds the private key")
@@ -81,7 +115,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="how long to wait for every node to come online (default: 120)",
     )
     learner.add_argument("--quiet", action="store_true", help="do not print a line per round")
+    learner.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run recorded in RESULTS/checkpoint.json instead of starting a new one",
+    )
+    _add_fault_options(learner)
     _add_logging_options(learner, "INFO")
+
+    predict = commands.add_parser(
+        "predict-dose", help="compute one patient's warfarin dose in mg/week from a trained model"
+    )
+    predict.add_argument("model", type=Path, help="model.json written by a warfarin job's learner")
+    predict.add_argument(
+        "--statistics",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="standardisation.json that prepared the training data",
+    )
+    predict.add_argument(
+        "values",
+        nargs="+",
+        metavar="KEY=VALUE",
+        help="age (years), height (cm), weight (kg), race, vkorc1, cyp2c9, carbamazepine, "
+        "phenytoin, rifampin, amiodarone",
+    )
 
     topology = commands.add_parser("topology", help="write a topology file and split a dataset across providers")
     shapes = topology.add_subparsers(dest="shape", required=True, metavar="SHAPE")
@@ -91,7 +150,26 @@ def build_parser() -> argparse.ArgumentParser:
         if shape == "tree":
             sub.add_argument("--fanout", type=int, default=4, metavar="F",
                              help="inputs per aggregator (default: 4)")
-        sub.add_argument("--dataset", default="breast-cancer", help="built-in dataset to split (default: breast-cancer)")
+        sub.add_argument(
+            "--dataset",
+            default="breast-cancer",
+            choices=["breast-cancer", "phones", "digits", "warfarin", "movielens"],
+            help="data set to split (default: breast-cancer); warfarin and movielens read --data-path",
+        )
+        sub.add_argument(
+            "--data-path",
+            type=Path,
+            metavar="PATH",
+            help="the IWPC CSV (warfarin, default: the prepared copy in examples/warfarin) "
+            "or the MovieLens 100K folder (movielens, required)",
+        )
+        sub.add_argument(
+            "--model-setting",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="a [model] setting such as components=4 for pca or rank=8 for factorisation; repeatable",
+        )
         sub.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write into")
         sub.add_argument("--job-id", help="job id (default: DATASET-SHAPE)")
         sub.add_argument("--rounds", type=int, help="maximum rounds")
@@ -109,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `run` passes --log-level on to the node processes, whose logs go to files;
     # its own console shows the rounds and warnings only.
-    level = "WARNING" if args.command in ("run", "topology") else args.log_level
+    level = "WARNING" if args.command in ("run", "topology", "predict-dose") else args.log_level
     _configure_logging(level, getattr(args, "log_file", None))
     try:
         if args.command == "run":
@@ -120,6 +198,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _learner(args)
         if args.command == "topology":
             return _topology(args)
+        if args.command == "predict-dose":
+            return _predict_dose(args)
     except GradchainError as error:
         print(f"gradchain {args.command}: error: {error}", file=sys.stderr)
         return 2
@@ -139,11 +219,16 @@ def _results_folder(args: argparse.Namespace, job_id: str) -> Path:
     return args.results if args.results is not None else Path("results") / job_id
 
 
+def _format_scores(scores: dict[str, float]) -> str:
+    """Format held-out figures as "loss 0.1234  accuracy 0.9561", loss first."""
+    names = sorted(scores, key=lambda name: (name != "loss", name != "accuracy", name))
+    return "  ".join(f"{name} {scores[name]:.4g}" for name in names)
+
+
 def _print_round(record, max_rounds: int) -> None:  # type: ignore[no-untyped-def]
-    loss = "-" if record.loss is None else f"{record.loss:.4f}"
-    accuracy = "-" if record.accuracy is None else f"{record.accuracy:.4f}"
+    scores = _format_scores(record.scores) if record.scores else "no held-out data"
     print(
-        f"round {record.iteration:>4}/{max_rounds}  loss {loss}  accuracy {accuracy}  "
+        f"round {record.iteration:>4}/{max_rounds}  {scores}  "
         f"contributors {len(record.contributors)}  {record.seconds:.2f} s",
         flush=True,
     )
@@ -157,7 +242,16 @@ def _run(args: argparse.Namespace) -> int:
     shape = f"{len(topology.providers)} providers, {len(topology.nodes)} nodes, {topology.hops()} hops"
     print(f"job {topology.job.id}: {shape}, {topology.crypto.key_bits}-bit key", flush=True)
     metrics = run_event_loop(
-        run_job(topology, broker_url=args.broker, results=results, log_level=args.log_level, quiet=args.quiet)
+        run_job(
+            topology,
+            broker_url=args.broker,
+            results=results,
+            log_level=args.log_level,
+            quiet=args.quiet,
+            faults=args.faults,
+            mosquitto=args.mosquitto,
+            reference=not args.no_reference,
+        )
     )
     _print_summary(metrics, results)
     return 0 if metrics.get("succeeded") else 1
@@ -168,8 +262,10 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
         return "-" if value is None else f"{100 * value:.2f}%"
 
     print(f"finished after {metrics['rounds']} rounds in {metrics['seconds']:.1f} s: {metrics['reason']}")
-    print(f"  encrypted:  accuracy {percent(metrics['accuracy'])}  loss {metrics['loss']}")
-    print(f"  plaintext:  accuracy {percent(metrics.get('baseline_accuracy'))}  loss {metrics.get('baseline_loss')}"
+    encrypted = metrics.get("scores") or {}
+    plaintext = metrics.get("baseline_scores") or {}
+    print(f"  encrypted:  {_format_scores(encrypted) if encrypted else 'no held-out data'}")
+    print(f"  plaintext:  {_format_scores(plaintext) if plaintext else 'no held-out data'}"
           f"  (gradient descent on the pooled data, same settings)")
     if metrics["accuracy"] is not None and metrics.get("baseline_accuracy") is not None:
         gap = 100 * (metrics["accuracy"] - metrics["baseline_accuracy"])
@@ -177,7 +273,11 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
     theta = metrics.get("theta") or []
     if 0 < len(theta) <= 8:
         print("  theta:      [" + ", ".join(f"{value:.4f}" for value in theta) + "]")
+    if metrics.get("reference_accuracy") is not None:
+        print(f"  no faults:  accuracy {percent(metrics['reference_accuracy'])}  loss {metrics.get('reference_loss')}"
+              f"  (the same job without the fault plan)")
     print(f"  metrics:    {results / 'metrics.json'}")
+    print(f"  report:     {results / 'report.md'}")
 
 
 def _node(args: argparse.Namespace) -> int:
@@ -189,9 +289,28 @@ def _node(args: argparse.Namespace) -> int:
         known = ", ".join(topology.nodes)
         print(f"gradchain node: error: no node {args.node_id!r} in {args.topology} (known: {known})", file=sys.stderr)
         return 2
-    daemon = NodeDaemon(topology, args.node_id, parse_broker_url(args.broker))
+    daemon = NodeDaemon(
+        topology,
+        args.node_id,
+        parse_broker_url(args.broker),
+        faults=_load_faults(args, topology),
+        events_dir=_events_folder(args, topology.job.id),
+        offline_wait=args.offline_wait,
+    )
     run_event_loop(daemon.run())
     return 0
+
+
+def _load_faults(args: argparse.Namespace, topology):  # type: ignore[no-untyped-def]
+    if args.faults is None:
+        return None
+    from .faults import load_fault_plan
+
+    return load_fault_plan(args.faults, topology)
+
+
+def _events_folder(args: argparse.Namespace, job_id: str) -> Path:
+    return args.events if args.events is not None else Path("results") / job_id / "events"
 
 
 def _learner(args: argparse.Namespace) -> int:
@@ -199,15 +318,50 @@ def _learner(args: argparse.Namespace) -> int:
     from .node.learner import LearnerDaemon
 
     topology = _load(args.topology)
+    results = _results_folder(args, topology.job.id)
     daemon = LearnerDaemon(
         topology,
         parse_broker_url(args.broker),
-        results=_results_folder(args, topology.job.id),
+        results=results,
         startup_timeout=args.startup_timeout,
         on_round=None if args.quiet else _print_round,
+        resume=args.resume,
+        faults=_load_faults(args, topology),
+        events_dir=args.events if args.events is not None else results / "events",
+        offline_wait=args.offline_wait,
     )
     result = run_event_loop(daemon.run())
     return 0 if result.succeeded else 1
+
+
+def _predict_dose(args: argparse.Namespace) -> int:
+    from .models.warfarin import predict_dose
+
+    values: dict[str, object] = {}
+    for pair in args.values:
+        key, separator, text = pair.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"invalid patient value {pair!r}: expected KEY=VALUE, e.g. age=67")
+        values[key] = text
+    dose = predict_dose(args.model, values, args.statistics)
+    print(f"{dose:.1f} mg/week")
+    return 0
+
+
+def _parse_model_settings(pairs: Sequence[str]) -> dict[str, int | float]:
+    settings: dict[str, int | float] = {}
+    for pair in pairs:
+        key, separator, text = pair.partition("=")
+        if not separator or not key:
+            raise ConfigError(f"invalid --model-setting {pair!r}: expected KEY=VALUE, e.g. components=4")
+        try:
+            settings[key] = int(text)
+        except ValueError:
+            try:
+                settings[key] = float(text)
+            except ValueError:
+                raise ConfigError(f"invalid --model-setting {pair!r}: {text!r} is not a number") from None
+    return settings
 
 
 def _topology(args: argparse.Namespace) -> int:
@@ -222,6 +376,10 @@ def _topology(args: argparse.Namespace) -> int:
     options = {key: value for key, value in settings.items() if value is not None}
     if args.no_randomise:
         options["randomise"] = False
+    if args.data_path is not None:
+        options["data_path"] = args.data_path
+    if args.model_setting:
+        options["model_settings"] = _parse_model_settings(args.model_setting)
     job_id = args.job_id or f"{args.dataset}-{args.shape}"
     if args.shape == "chain":
         path = generate.write_chain(args.out, args.dataset, args.providers, job_id=job_id, seed=args.seed,

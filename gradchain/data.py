@@ -1,11 +1,14 @@
 """Built-in data sets, row splits, and the data files that providers and the learner read.
 
 A data file contains a feature matrix ``X`` (rows x features, float64) and a label
-vector ``y`` (one float64 label per row). Two formats are read:
+vector ``y`` (one float64 label per row). A multi-label model takes a label
+matrix ``y`` instead, with one row per row of ``X`` and one column per label.
+Two formats are read:
 
 - ``.npz`` with the arrays ``X`` and ``y``, as written by :func:`save_npz`;
+  ``y`` may be a label vector or a label matrix;
 - ``.csv`` with a header row and the label in the last column, as written by
-  :func:`save_csv`.
+  :func:`save_csv`, so always a label vector.
 
 Any intercept column is part of ``X``, so the column count equals the number
 of model parameters (``job.features`` in a topology file).
@@ -17,8 +20,8 @@ import csv
 import math
 import os
 import zipfile
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +31,7 @@ from gradchain.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
 
-BUILTIN_DATASETS = ("breast-cancer", "phones")
+BUILTIN_DATASETS = ("breast-cancer", "phones", "digits")
 """Names accepted by :func:`load_builtin`."""
 
 _NUMERIC_KINDS = "iuf"  # numpy dtype kinds accepted in data files: signed, unsigned, float
@@ -36,7 +39,10 @@ _NUMERIC_KINDS = "iuf"  # numpy dtype kinds accepted in data files: signed, unsi
 
 @dataclass(frozen=True, kw_only=True)
 class Dataset:
-    """Feature matrix, labels and column names of a data set or of part of one."""
+    """Feature matrix, labels and column names of a data set or of part of one.
+
+    ``y`` is a label vector, or a label matrix with one column per label.
+    """
 
     X: FloatArray
     y: FloatArray
@@ -44,9 +50,10 @@ class Dataset:
     name: str
 
     def __post_init__(self) -> None:
-        if self.X.ndim != 2 or self.y.ndim != 1 or self.X.shape[0] != self.y.shape[0]:
+        if self.X.ndim != 2 or self.y.ndim not in (1, 2) or self.X.shape[0] != self.y.shape[0]:
             raise ValueError(
-                f"data set {self.name!r}: X must be rows x features and y one label per row, "
+                f"data set {self.name!r}: X must be rows x features and y one label or one "
+                "row of labels per row, "
                 f"got X of shape {self.X.shape} and y of shape {self.y.shape}"
             )
         if len(self.feature_names) != self.X.shape[1]:
@@ -87,6 +94,12 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dat
     same ``test_fraction`` and ``seed``, and an intercept column of ones is
     appended, so the result has 31 columns.
 
+    ``"digits"`` is scikit-learn's ``load_digits`` (1,797 images of 8 x 8
+    pixels with values 0 to 16, label the digit 0 to 9), for PCA. Every pixel
+    is divided by 16 and the mean of the training split, chosen as for
+    ``"breast-cancer"``, is subtracted, so the result has 64 columns and no
+    intercept column.
+
     Standardising with statistics of the pooled training rows is a simulation
     convenience. A real deployment has no pooled data, so it would need these
     statistics computed securely across the providers or fixed in advance.
@@ -95,6 +108,8 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dat
         return _phones()
     if name == "breast-cancer":
         return _breast_cancer(test_fraction=test_fraction, seed=seed)
+    if name == "digits":
+        return _digits(test_fraction=test_fraction, seed=seed)
     raise ConfigError(
         f"unknown built-in data set {name!r} (use one of: {', '.join(BUILTIN_DATASETS)})"
     )
@@ -130,11 +145,108 @@ def _breast_cancer(*, test_fraction: float, seed: int) -> Dataset:
     return Dataset(X=with_intercept, y=y, feature_names=names, name="breast-cancer")
 
 
+def _digits(*, test_fraction: float, seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X = np.asarray(bunch.data, dtype=np.float64) / 16.0
+    y = np.asarray(bunch.target, dtype=np.float64)
+    train_rows, _ = _split_indices(y, test_fraction=test_fraction, seed=seed)
+    centred = X - X[train_rows].mean(axis=0)
+    names = tuple(f"pixel_{row}_{column}" for row in range(8) for column in range(8))
+    return Dataset(X=centred, y=y, feature_names=names, name="digits")
+
+
+DATASETS = (*BUILTIN_DATASETS, "warfarin", "movielens")
+"""Names accepted by :func:`load_split`."""
+
+DATASET_MODELS = {
+    "breast-cancer": "logistic",
+    "phones": "logistic",
+    "digits": "pca",
+    "warfarin": "linear",
+    "movielens": "factorisation",
+}
+"""The model that each data set is prepared for."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataSplit:
+    """A data set split into training rows for the providers and held-out rows for the learner."""
+
+    train: Dataset
+    test: Dataset
+    model: str
+    """Name of the model the data is prepared for, one of the registry's names."""
+    train_groups: npt.NDArray[np.intp] | None = None
+    """Group of each training row. Rows of one group must go to the same provider."""
+    extra_files: Mapping[str, str] = field(default_factory=dict)
+    """Text files that belong next to the data files, by file name."""
+
+
+def load_split(
+    name: str,
+    *,
+    path: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+) -> DataSplit:
+    """Load a data set by name and split it into training and held-out rows.
+
+    The built-in data sets are split by :func:`train_test_split`.
+    ``"warfarin"`` reads the IWPC CSV or an encoded table at ``path`` (see
+    :func:`gradchain.models.warfarin.prepare_warfarin`) and adds the
+    standardisation statistics as ``standardisation.json``. Without a path
+    it reads the encoded table that a source checkout ships as
+    ``examples/warfarin/patients.csv``. ``"movielens"`` reads the MovieLens
+    100K folder at ``path``, holds out ``test_fraction`` of the users for
+    the learner and keeps each user's ratings in one group (see
+    :func:`gradchain.models.movielens.split_movielens`). Raises ConfigError
+    for an unknown name, a missing path or unreadable data.
+    """
+    if name in BUILTIN_DATASETS:
+        if path is not None:
+            raise ConfigError(f"data set {name!r} is built in and takes no path, got {path}")
+        dataset = load_builtin(name, test_fraction=test_fraction, seed=seed)
+        train, test = train_test_split(dataset, test_fraction, seed)
+        return DataSplit(train=train, test=test, model=DATASET_MODELS[name])
+    if name == "warfarin":
+        # Imported here because gradchain.models.warfarin imports this module.
+        from gradchain.models.warfarin import prepare_warfarin, shipped_cohort_path
+
+        prepared = prepare_warfarin(
+            shipped_cohort_path() if path is None else path, test_fraction=test_fraction, seed=seed
+        )
+        return DataSplit(
+            train=prepared.train,
+            test=prepared.test,
+            model=DATASET_MODELS[name],
+            extra_files={"standardisation.json": prepared.standardisation.to_json()},
+        )
+    if name == "movielens":
+        from gradchain.models.movielens import split_movielens
+
+        if path is None:
+            raise ConfigError(
+                "data set 'movielens' needs the path of the MovieLens 100K folder with u.data; "
+                "its licence forbids redistribution, so it is not shipped"
+            )
+        split = split_movielens(path, eval_fraction=test_fraction, seed=seed)
+        return DataSplit(
+            train=split.train,
+            test=split.test,
+            model=DATASET_MODELS[name],
+            train_groups=split.train_users,
+        )
+    raise ConfigError(f"unknown data set {name!r} (use one of: {', '.join(DATASETS)})")
+
+
 def train_test_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Split the rows into a training set and a test set, stratified by label.
 
     Each label class contributes round(test_fraction * class rows) rows to the
-    test set, chosen by a generator seeded with ``seed``. Both sets keep the
+    test set, chosen by a generator seeded with ``seed``. For a label matrix
+    each distinct row of labels is a class. Both sets keep the
     original row order. ``test_fraction = 0`` gives an empty test set.
     Raises ConfigError when the fraction is outside [0, 1) or when a non-zero
     fraction leaves the test set or the training set empty.
@@ -153,9 +265,10 @@ def _split_indices(
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction}")
 
     rng = np.random.default_rng(seed)
+    classes = y if y.ndim == 1 else np.unique(y, axis=0, return_inverse=True)[1].ravel()
     test_parts = []
-    for label in np.unique(y):
-        class_rows = np.flatnonzero(y == label)
+    for label in np.unique(classes):
+        class_rows = np.flatnonzero(classes == label)
         count = math.floor(test_fraction * len(class_rows) + 0.5)
         test_parts.append(rng.permutation(class_rows)[:count])
     test_rows = np.sort(np.concatenate(test_parts)).astype(np.intp)
@@ -192,6 +305,33 @@ def split_rows(dataset: Dataset, parts: int, seed: int) -> list[Dataset]:
     ]
 
 
+def split_groups(dataset: Dataset, groups: npt.ArrayLike, parts: int, seed: int) -> list[Dataset]:
+    """Deal whole groups of rows into ``parts`` data sets, so that no group is split.
+
+    ``groups`` gives each row's group, for example its user id. The distinct
+    groups are shuffled with ``seed`` and dealt into parts whose group counts
+    differ by at most one. Raises ConfigError when ``parts`` is below 1 or
+    above the number of groups.
+    """
+    labels = np.asarray(groups)
+    if labels.shape != (dataset.rows,):
+        raise ValueError(f"groups must have shape ({dataset.rows},), got {labels.shape}")
+    distinct = np.unique(labels)
+    if parts < 1 or parts > distinct.size:
+        raise ConfigError(
+            f"cannot split data set {dataset.name!r} into {parts} parts: it has "
+            f"{distinct.size} groups (such as users) and every part needs at least one"
+        )
+    order = np.random.default_rng(seed).permutation(distinct)
+    return [
+        dataset.take(
+            np.flatnonzero(np.isin(labels, chunk)).astype(np.intp),
+            f"{dataset.name} part {number}/{parts}",
+        )
+        for number, chunk in enumerate(np.array_split(order, parts), start=1)
+    ]
+
+
 def save_npz(path: str | os.PathLike[str], X: npt.ArrayLike, y: npt.ArrayLike) -> None:
     """Write ``X`` and ``y`` as float64 arrays to an .npz file, creating parent folders."""
     path = Path(path)
@@ -222,6 +362,10 @@ def save_csv(
     features = np.asarray(X, dtype=np.float64)
     labels = np.asarray(y, dtype=np.float64)
     _check_arrays(features, labels, source=str(path))
+    if labels.ndim != 1:
+        raise ValueError(
+            f"a CSV data file has one label column, got labels of shape {labels.shape}"
+        )
     if len(feature_names) != features.shape[1]:
         raise ValueError(f"{len(feature_names)} feature names for {features.shape[1]} columns")
 
@@ -336,9 +480,10 @@ def _check_arrays(X: npt.NDArray[np.generic], y: npt.NDArray[np.generic], *, sou
         raise ConfigError(
             f"{source}: X must have 2 dimensions (rows x features), got shape {X.shape}"
         )
-    if y.ndim != 1:
+    if y.ndim not in (1, 2):
         raise ConfigError(
-            f"{source}: y must have 1 dimension (one label per row), got shape {y.shape}"
+            f"{source}: y must have 1 dimension (one label per row) or 2 (one row of labels "
+            f"per row), got shape {y.shape}"
         )
     if X.shape[0] != y.shape[0]:
         raise ConfigError(f"{source}: X has {X.shape[0]} rows but y has {y.shape[0]} labels")
@@ -373,6 +518,11 @@ def check_data(
     expects. ``owner`` names the node or learner in the message, for example
     ``"node 'p1'"``.
     """
+    if y.ndim != 1:
+        raise ConfigError(
+            f"{owner}: data file {path} has a label matrix of shape {y.shape}, but the model "
+            "needs one label per row"
+        )
     columns = int(X.shape[1])
     if columns != features:
         raise ConfigError(

@@ -5,7 +5,10 @@ so a caller can catch the whole family with one clause::
 
     GradchainError
     ├── ConfigError          invalid settings or command-line values
-    │   └── TopologyError    a topology file that fails validation
+    │   ├── SettingsFileError      a TOML file that fails validation
+    │   │   ├── TopologyError      a topology file
+    │   │   └── FaultPlanError     a fault plan file
+    │   └── DuplicateNodeError     a node id that another process already runs
     ├── CryptoError          key files, ciphertexts, keys that do not match
     │   └── EncodingOverflowError   a decoded total outside the encodable range
     ├── ProtocolError        a message that is malformed, hostile or out of place
@@ -29,8 +32,8 @@ class ConfigError(GradchainError):
     """A setting, command-line value or file has an invalid value."""
 
 
-class TopologyError(ConfigError):
-    """A topology file is invalid.
+class SettingsFileError(ConfigError):
+    """A settings file is invalid.
 
     The message names the file, the node id (when one is involved), the key
     that is wrong and how to fix it.
@@ -64,6 +67,18 @@ class TopologyError(ConfigError):
         if self.fix:
             text += f" ({self.fix})"
         return text
+
+
+class TopologyError(SettingsFileError):
+    """A topology file is invalid."""
+
+
+class FaultPlanError(SettingsFileError):
+    """A fault plan file is invalid."""
+
+
+class DuplicateNodeError(ConfigError):
+    """Another process already runs this node id in this job, so this one must not start."""
 
 
 class CryptoError(GradchainError):

@@ -15,8 +15,10 @@ from gradchain.data import (
     check_data,
     load_builtin,
     load_data_file,
+    load_split,
     save_csv,
     save_npz,
+    split_groups,
     split_rows,
     train_test_split,
 )
@@ -261,7 +263,9 @@ BAD_FILES = [
     pytest.param(write_npz(a=np.ones(2)), "missing array X and y", id="no-arrays"),
     pytest.param(write_npz(X=np.ones(3), y=np.ones(3)), "X must have 2 dimensions", id="X-one-dim"),
     pytest.param(
-        write_npz(X=np.ones((3, 2)), y=np.ones((3, 1))), "y must have 1 dimension", id="y-two-dim"
+        write_npz(X=np.ones((3, 2)), y=np.ones((3, 1, 1))),
+        "y must have 1 dimension (one label per row) or 2",
+        id="y-three-dim",
     ),
     pytest.param(
         write_npz(X=np.ones((3, 2)), y=np.ones(2)),
@@ -405,3 +409,105 @@ def test_dataset_rejects_mismatched_names() -> None:
 def test_dataset_rejects_mismatched_rows() -> None:
     with pytest.raises(ValueError, match="got X of shape"):
         Dataset(X=np.ones((2, 1)), y=np.ones(3), feature_names=("a",), name="t")
+
+
+def test_digits_centred_on_training_rows() -> None:
+    digits = load_builtin("digits", test_fraction=0.2, seed=0)
+    train, test = train_test_split(digits, 0.2, 0)
+
+    assert digits.X.shape == (1797, 64)
+    assert digits.feature_names[9] == "pixel_1_1"
+    np.testing.assert_allclose(train.X.mean(axis=0), 0.0, atol=1e-12)
+    assert np.abs(digits.X).max() <= 1.0
+    assert test.rows == 359
+
+
+def test_load_split_builtin_matches_train_test_split() -> None:
+    split = load_split("breast-cancer", test_fraction=0.2, seed=1)
+    train, test = train_test_split(load_builtin("breast-cancer", test_fraction=0.2, seed=1), 0.2, 1)
+
+    np.testing.assert_array_equal(split.train.X, train.X)
+    np.testing.assert_array_equal(split.test.y, test.y)
+    assert split.model == "logistic"
+    assert split.train_groups is None
+
+
+def test_load_split_warfarin_from_shipped_copy() -> None:
+    split = load_split("warfarin")
+
+    assert split.model == "linear"
+    assert split.train.X.shape == (4422, 21)
+    assert split.test.X.shape == (1106, 21)
+    np.testing.assert_array_equal(split.train.X[:, -1], 1.0)
+    assert "standardisation.json" in split.extra_files
+
+
+def test_load_split_unknown_name() -> None:
+    with pytest.raises(ConfigError, match="unknown data set 'iris'"):
+        load_split("iris")
+
+
+def test_split_groups_keeps_groups_together() -> None:
+    data = Dataset(
+        X=np.arange(20, dtype=np.float64)[:, None],
+        y=np.zeros(20),
+        feature_names=("row",),
+        name="grouped",
+    )
+    groups = np.repeat([5, 1, 9, 3, 7], 4)
+
+    parts = split_groups(data, groups, 3, seed=0)
+
+    seen = [set(groups[part.X[:, 0].astype(int)].tolist()) for part in parts]
+    assert sorted(len(group) for group in seen) == [1, 2, 2]
+    assert set().union(*seen) == {1, 3, 5, 7, 9}
+    assert sum(part.rows for part in parts) == 20
+
+
+def test_split_groups_rejects_more_parts_than_groups() -> None:
+    data = Dataset(X=np.zeros((4, 1)), y=np.zeros(4), feature_names=("a",), name="small")
+
+    with pytest.raises(ConfigError, match="it has 2 groups"):
+        split_groups(data, [0, 0, 1, 1], 3, seed=0)
+
+
+def test_label_matrix_round_trip(tmp_path: Path) -> None:
+    labels = np.array([[0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
+    save_npz(tmp_path / "labels.npz", np.ones((3, 2)), labels)
+
+    _, y = load_data_file(tmp_path / "labels.npz")
+
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_label_matrix_not_written_as_csv(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="a CSV data file has one label column"):
+        save_csv(
+            tmp_path / "labels.csv",
+            np.ones((2, 1)),
+            np.ones((2, 2)),
+            feature_names=["a"],
+            label_name="label",
+        )
+
+
+def test_check_data_rejects_label_matrix() -> None:
+    with pytest.raises(ConfigError, match=r"label matrix of shape \(2, 2\)"):
+        check_data(
+            np.ones((2, 2)),
+            np.ones((2, 2)),
+            features=2,
+            owner="node 'p1'",
+            path="p1.npz",
+            binary_labels=False,
+        )
+
+
+def test_split_stratifies_label_rows() -> None:
+    labels = np.array([[0.0, 1.0]] * 10 + [[1.0, 1.0]] * 10)
+    data = Dataset(X=np.zeros((20, 1)), y=labels, feature_names=("a",), name="multi")
+
+    _, test = train_test_split(data, 0.2, seed=0)
+
+    assert test.rows == 4
+    assert sorted(test.y[:, 0].tolist()) == [0.0, 0.0, 1.0, 1.0]

@@ -26,6 +26,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +44,43 @@ class EncodedVector:
 
     plaintexts: list[int]
     clipped: int
+
+
+class Encoding(Protocol):
+    """What :func:`~gradchain.crypto.vector.encrypt_vector` and
+    :func:`~gradchain.crypto.vector.decrypt_vector` need from an encoding.
+
+    :class:`FixedPointEncoding` puts one value in each plaintext, and
+    :class:`~gradchain.crypto.packing.PackedEncoding` puts many.
+    """
+
+    def ciphertext_count(self, length: int) -> int:
+        """Return the number of ciphertexts that a vector of ``length`` values needs."""
+        ...
+
+    def check_capacity(
+        self, public_key: PublicKey, contributors: int, *, round: int | None = None
+    ) -> None:
+        """Raise unless sums of ``contributors`` vectors can be decoded under ``public_key``."""
+        ...
+
+    def encode_vector(
+        self, values: npt.ArrayLike, public_key: PublicKey, *, contributors: int = 1
+    ) -> EncodedVector:
+        """Clip and encode a vector of floats as plaintexts for ``public_key``."""
+        ...
+
+    def decode_vector(
+        self,
+        plaintexts: Sequence[int],
+        public_key: PublicKey,
+        contributors: int,
+        round: int | None = None,
+        *,
+        length: int | None = None,
+    ) -> npt.NDArray[np.float64]:
+        """Decode plaintexts that hold sums of ``contributors`` encoded vectors."""
+        ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -80,10 +118,14 @@ class FixedPointEncoding:
         scaled_clip = math.floor(Fraction(self.clip) * self.scale)
         return contributors * (scaled_clip + 1)
 
-    def check_capacity(self, public_key: PublicKey, contributors: int) -> None:
+    def check_capacity(
+        self, public_key: PublicKey, contributors: int, *, round: int | None = None
+    ) -> None:
         """Raise ConfigError unless sums of ``contributors`` values fit ``public_key``.
 
         The requirement is ``contributors * (clip * 2**frac_bits + 1) < n // 2``.
+        ``round`` is accepted for the :class:`Encoding` interface and unused,
+        because a key that is too small is a setting error, not one round's.
         """
         _check_contributors(contributors)
         if self.max_magnitude(contributors) < public_key.n // 2:
@@ -152,16 +194,21 @@ class FixedPointEncoding:
         public_key: PublicKey,
         contributors: int,
         round: int | None = None,
+        *,
+        length: int | None = None,
     ) -> npt.NDArray[np.float64]:
         """Decode plaintexts that hold sums of ``contributors`` encoded vectors.
 
-        ``round`` only labels errors. Raises EncodingOverflowError with the
-        round and slot when a decoded magnitude exceeds
+        ``round`` only labels errors. ``length``, when given, is the expected
+        vector length. Raises EncodingOverflowError with the round and slot
+        when a decoded magnitude exceeds
         ``contributors * (clip * 2**frac_bits + 1)`` units, ConfigError when the
         key is too small (see :meth:`check_capacity`), and ValueError for a
-        plaintext outside ``[0, n)``.
+        plaintext outside ``[0, n)`` or a plaintext count other than ``length``.
         """
         self.check_capacity(public_key, contributors)
+        if length is not None and len(plaintexts) != length:
+            raise ValueError(f"expected {length} plaintexts, got {len(plaintexts)}")
         n = public_key.n
         half = n // 2
         limit = self.max_magnitude(contributors)

@@ -2,15 +2,21 @@
 
 A public key file looks like this::
 
-    {"format": 1, "kind": "gradchain-paillier-public-key",
-     "fingerprint": "3f1c...", "n": "c5a7..."}
+    {"format": 2, "kind": "gradchain-paillier-public-key",
+     "fingerprint": "3f1c...", "n": "c5a7...", "hs": "9e01..."}
 
-A private key file has ``"kind": "gradchain-paillier-private-key"`` and the
-primes ``"p"`` and ``"q"`` as well. Integers are lowercase hexadecimal strings
-without a prefix, because many JSON parsers lose precision on integers past
-2**53. ``fingerprint`` is :attr:`PublicKey.fingerprint`. It lets a reader
-match a file to the fingerprint in the logs, and loading checks it against
-``n``. Loading rejects unknown fields and any other ``format`` number.
+``hs`` is the DJN obfuscator base (see :mod:`gradchain.crypto.paillier`) and
+is left out for a plain Paillier key. A private key file has
+``"kind": "gradchain-paillier-private-key"`` and the primes ``"p"`` and ``"q"``
+as well. Integers are lowercase hexadecimal strings without a prefix, because
+many JSON parsers lose precision on integers past 2**53. ``fingerprint`` is
+:attr:`PublicKey.fingerprint`. It lets a reader match a file to the
+fingerprint in the logs, and loading checks it against ``n``.
+
+gradchain writes format 2 and reads formats 1 and 2. Format 1 files were
+written before DJN keys existed: they have the same fields without ``hs``,
+and load as plain Paillier keys. Loading rejects unknown fields and any other
+``format`` number.
 
 A new private key file is created with mode 0600 in the ``os.open`` call, so
 other users never get to open it. :func:`load_private_key` rejects a file
@@ -30,12 +36,16 @@ from gradchain.errors import CryptoError
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 PUBLIC_KIND = "gradchain-paillier-public-key"
 PRIVATE_KIND = "gradchain-paillier-private-key"
 
 _PUBLIC_FIELDS = frozenset({"format", "kind", "fingerprint", "n"})
 _PRIVATE_FIELDS = _PUBLIC_FIELDS | {"p", "q"}
+
+# Fields that a file of the given format may leave out.
+_OPTIONAL_FIELDS: dict[int, frozenset[str]] = {1: frozenset(), 2: frozenset({"hs"})}
 
 PRIVATE_FILE_MODE = 0o600
 
@@ -53,6 +63,8 @@ def save_public_key(path: StrPath, key: PublicKey) -> None:
         "fingerprint": key.fingerprint,
         "n": _to_hex(key.n),
     }
+    if key.hs is not None:
+        document["hs"] = _to_hex(key.hs)
     text = json.dumps(document, indent=2) + "\n"
     try:
         with open(path, "w", encoding="utf-8") as file:
@@ -85,6 +97,8 @@ def save_private_key(path: StrPath, key: PrivateKey) -> None:
         "p": _to_hex(key.p),
         "q": _to_hex(key.q),
     }
+    if public_key.hs is not None:
+        document["hs"] = _to_hex(public_key.hs)
     data = (json.dumps(document, indent=2) + "\n").encode("utf-8")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
@@ -184,16 +198,21 @@ def _parse_document(name: str, data: bytes, kind: str, fields: frozenset[str]) -
         raise CryptoError(f"{name}: expected kind {kind!r}, found {found_kind!r}")
 
     found_format = document.get("format")
-    if isinstance(found_format, bool) or found_format != FORMAT_VERSION:
+    if (
+        isinstance(found_format, bool)
+        or not isinstance(found_format, int)
+        or found_format not in READABLE_FORMATS
+    ):
+        readable = " and ".join(str(number) for number in READABLE_FORMATS)
         raise CryptoError(
             f"{name}: unsupported format {found_format!r} "
-            f"(this version of gradchain reads format {FORMAT_VERSION})"
+            f"(this version of gradchain reads formats {readable})"
         )
 
     missing = sorted(fields - document.keys())
     if missing:
         raise CryptoError(f"{name}: missing fields: {', '.join(missing)}")
-    unknown = sorted(document.keys() - fields)
+    unknown = sorted(document.keys() - fields - _OPTIONAL_FIELDS[found_format])
     if unknown:
         raise CryptoError(f"{name}: unknown fields: {', '.join(unknown)}")
     return document
@@ -214,7 +233,11 @@ def _public_key_from_document(name: str, document: dict[str, Any]) -> PublicKey:
     n = _hex_field(name, document, "n")
     if n < 3:
         raise CryptoError(f"{name}: field 'n' must be at least 3")
-    public_key = PublicKey(n=n)
+    hs = _hex_field(name, document, "hs") if "hs" in document else None
+    try:
+        public_key = PublicKey(n=n, hs=hs)
+    except ValueError as exc:
+        raise CryptoError(f"{name}: field 'hs' is invalid: {exc}") from exc
     if document["fingerprint"] != public_key.fingerprint:
         raise CryptoError(
             f"{name}: fingerprint {document['fingerprint']!r} does not match n "

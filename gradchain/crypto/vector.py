@@ -1,70 +1,142 @@
-"""Encrypt, add and decrypt whole vectors, one ciphertext per value.
+"""Encrypt, add and decrypt whole vectors under any :class:`~gradchain.crypto.encoding.Encoding`.
 
-These helpers run in a single process and encrypt each value with its own
-ciphertext. A 2048-bit encryption is one modular exponentiation with gmpy2,
-so a vector of d values costs d of them.
+:func:`encrypt_vector` takes its obfuscators from an
+:class:`~gradchain.crypto.obfuscators.ObfuscatorPool` when one is given, so
+that its online part is one multiplication modulo ``n**2`` per ciphertext.
+:func:`decrypt_vector` splits the CRT exponentiations across threads that
+call gmpy2's GIL-releasing ``powmod_base_list``, one thread per core by
+default. Both functions block, and the daemons call them in a worker thread.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import numpy.typing as npt
 
-from gradchain.crypto.encoding import FixedPointEncoding
+from gradchain.crypto import _gmp
+from gradchain.crypto.encoding import Encoding
+from gradchain.crypto.obfuscators import ObfuscatorPool, shared_source
 from gradchain.crypto.paillier import PrivateKey, PublicKey
 from gradchain.errors import CryptoError
+
+#: Ciphertexts below which decrypt_vector stays in the calling thread,
+#: because starting threads costs more than it saves.
+MIN_CIPHERTEXTS_PER_THREAD = 4
 
 
 def encrypt_vector(
     public_key: PublicKey,
-    encoding: FixedPointEncoding,
+    encoding: Encoding,
     values: npt.ArrayLike,
+    *,
+    obfuscators: ObfuscatorPool | None = None,
+    contributors: int = 1,
 ) -> tuple[list[int], int]:
     """Encode and encrypt ``values`` and return the ciphertexts and the clipped count.
 
-    Raises ValueError and ConfigError as :meth:`FixedPointEncoding.encode_vector` does.
+    ``obfuscators`` supplies precomputed obfuscators and must belong to
+    ``public_key``. Without it every obfuscator is computed on the spot in
+    this thread, with a fixed-base table for a DJN key that is kept per key
+    across calls. ``contributors`` is passed to the encoding (see
+    :meth:`Encoding.encode_vector`).
+
+    Raises ValueError and ConfigError as the encoding's ``encode_vector``
+    does, and ValueError when ``obfuscators`` belongs to another key.
     """
-    encoded = encoding.encode_vector(values, public_key)
-    ciphertexts = [public_key.raw_encrypt(plaintext) for plaintext in encoded.plaintexts]
+    if obfuscators is not None and obfuscators.public_key != public_key:
+        raise ValueError(
+            f"the obfuscator pool belongs to key {obfuscators.public_key.fingerprint}, "
+            f"not to key {public_key.fingerprint}"
+        )
+    encoded = encoding.encode_vector(values, public_key, contributors=contributors)
+    count = len(encoded.plaintexts)
+    if obfuscators is not None:
+        masks = obfuscators.take(count)
+    else:
+        masks = shared_source(public_key).compute(count)
+    ciphertexts = [
+        public_key.raw_encrypt_with_obfuscator(plaintext, mask)
+        for plaintext, mask in zip(encoded.plaintexts, masks, strict=True)
+    ]
     return ciphertexts, encoded.clipped
 
 
 def add_vectors(public_key: PublicKey, a: Sequence[int], b: Sequence[int]) -> list[int]:
-    """Add two encrypted vectors element by element with :meth:`PublicKey.raw_add`.
+    """Add two encrypted vectors element by element, as :meth:`PublicKey.raw_add` does.
 
     Neither input is validated here, so ciphertexts from another party must
-    pass :meth:`PublicKey.ciphertext_from_bytes` first.
+    pass :meth:`PublicKey.first_invalid_ciphertext` or
+    :meth:`PublicKey.ciphertext_from_bytes` first.
 
     Raises ValueError when the lengths differ.
     """
     if len(a) != len(b):
         raise ValueError(f"cannot add encrypted vectors of lengths {len(a)} and {len(b)}")
-    return [public_key.raw_add(x, y) for x, y in zip(a, b, strict=True)]
+    nsquare = _gmp.to_mpz(public_key.nsquare)
+    return [int(_gmp.to_mpz(x) * y % nsquare) for x, y in zip(a, b, strict=True)]
 
 
 def decrypt_vector(
     private_key: PrivateKey,
-    encoding: FixedPointEncoding,
+    encoding: Encoding,
     ciphertexts: Sequence[int],
     contributors: int,
     round: int | None = None,
+    *,
+    length: int | None = None,
+    workers: int | None = None,
 ) -> npt.NDArray[np.float64]:
     """Decrypt and decode a sum of ``contributors`` encrypted vectors.
 
-    ``round`` only labels errors. Raises CryptoError naming the slot when a
-    ciphertext is invalid, and EncodingOverflowError or ConfigError as
-    :meth:`FixedPointEncoding.decode_vector` does.
-    """
-    # Checking the capacity first avoids decrypting a vector that cannot be decoded.
-    encoding.check_capacity(private_key.public_key, contributors)
+    ``round`` only labels errors. ``length`` is the vector length, which a
+    packed encoding needs to drop the unused slots of the last ciphertext.
+    ``workers`` is the number of threads for the CRT exponentiations: None
+    means ``os.cpu_count()``, and 1 decrypts in the calling thread.
 
-    plaintexts = []
-    for slot, ciphertext in enumerate(ciphertexts):
-        try:
-            plaintexts.append(private_key.raw_decrypt(ciphertext))
-        except CryptoError as exc:
-            where = f"round {round}, slot {slot}" if round is not None else f"slot {slot}"
-            raise CryptoError(f"{where}: {exc}") from exc
-    return encoding.decode_vector(plaintexts, private_key.public_key, contributors, round)
+    Raises CryptoError naming the slot when a ciphertext is invalid, and
+    EncodingOverflowError, ConfigError or ValueError as the encoding's
+    ``decode_vector`` does.
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"workers must be an integer >= 1 or None, got {workers!r}")
+    # Checking the capacity first avoids decrypting a vector that cannot be decoded.
+    encoding.check_capacity(private_key.public_key, contributors, round=round)
+
+    invalid = private_key.public_key.first_invalid_ciphertext(ciphertexts)
+    if invalid is not None:
+        where = f"round {round}, slot {invalid}" if round is not None else f"slot {invalid}"
+        raise CryptoError(
+            f"{where}: not a valid ciphertext for key {private_key.public_key.fingerprint} "
+            "(expected 0 < c < n**2 and gcd(c, n) == 1)"
+        )
+
+    plaintexts = decrypt_ciphertexts(private_key, ciphertexts, workers=workers)
+    return encoding.decode_vector(
+        plaintexts, private_key.public_key, contributors, round, length=length
+    )
+
+
+def decrypt_ciphertexts(
+    private_key: PrivateKey, ciphertexts: Sequence[int], *, workers: int | None = None
+) -> list[int]:
+    """Decrypt ``ciphertexts`` to plaintexts, in order, with up to ``workers`` threads.
+
+    Raises CryptoError when a ciphertext is invalid.
+    """
+    if workers is None:
+        workers = os.cpu_count() or 1
+    threads = min(workers, len(ciphertexts) // MIN_CIPHERTEXTS_PER_THREAD)
+    if threads < 2:
+        return private_key.raw_decrypt_batch(ciphertexts)
+
+    size = -(-len(ciphertexts) // threads)
+    chunks = [ciphertexts[start : start + size] for start in range(0, len(ciphertexts), size)]
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gradchain-decrypt") as pool:
+        results = list(pool.map(private_key.raw_decrypt_batch, chunks))
+    return [plaintext for chunk in results for plaintext in chunk]

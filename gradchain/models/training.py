@@ -22,7 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from gradchain.errors import ConfigError
-from gradchain.models.registry import Model
+from gradchain.models.interface import (
+    Model,
+    create_local_state,
+    initial_theta,
+    parameter_count,
+    provider_gradient,
+)
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -179,6 +185,8 @@ def plaintext_distributed_gd(
     tolerance: float,
     theta0: npt.ArrayLike | None = None,
     evaluate_on: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    *,
+    parameters: int | None = None,
 ) -> TrainingResult:
     """Run the learner's rounds on plaintext shards with every random scale a_i = 1.
 
@@ -186,8 +194,14 @@ def plaintext_distributed_gd(
     is what the encrypted protocol decrypts when randomisation is off. Training
     stops after ``rounds`` rounds, or earlier once max |theta_{k+1} - theta_k|
     < ``tolerance``. Passing the pooled rows as one shard gives plain gradient
-    descent on the summed objective. ``theta0`` defaults to zeros, and
-    ``evaluate_on`` is an optional (X, y) pair evaluated after every round.
+    descent on the summed objective. ``evaluate_on`` is an optional (X, y)
+    pair evaluated after every round.
+
+    ``theta0`` defaults to the model's initial_theta for ``parameters``
+    values, which are zeros for the stateless regressions. ``parameters``
+    defaults to the largest count that a shard needs (the columns of X for
+    the regressions). A model that keeps provider state gets one state per shard,
+    created before round 1, as a provider daemon would.
     """
     if len(shards) == 0:
         raise ValueError("shards is empty, expected at least one (X, y) pair")
@@ -203,21 +217,27 @@ def plaintext_distributed_gd(
             "X of shards[0] must be a 2-D array of shape (rows, features), "
             f"got shape {first_X.shape}"
         )
-    features = first_X.shape[1]
+    if parameters is None:
+        # The largest count fits every shard, for example every item id that any shard rates.
+        parameters = max(parameter_count(model, X, y) for X, y in shards)
     if theta0 is None:
-        theta = np.zeros(features, dtype=np.float64)
+        theta = initial_theta(model, parameters)
     else:
         theta = np.array(theta0, dtype=np.float64)
-        if theta.shape != (features,):
+        if theta.shape != (parameters,):
             raise ValueError(
-                f"theta0 must have shape ({features},) to match the {features} columns of X, "
-                f"got shape {theta.shape}"
+                f"theta0 must have shape ({parameters},) to match the model's {parameters} "
+                f"parameters, got shape {theta.shape}"
             )
 
+    states = [create_local_state(model, X, y) for X, y in shards]
     unit_scales = [1.0] * len(shards)
     history: list[dict[str, float]] = []
     for k in range(1, rounds + 1):
-        gradients = [model.gradient_sum(theta, X, y) for X, y in shards]
+        gradients = [
+            provider_gradient(model, theta, X, y, state)
+            for (X, y), state in zip(shards, states, strict=True)
+        ]
         direction = randomised_direction(gradients, unit_scales)
         new_theta = update(theta, direction, k, schedule, l2)
         step_norm = float(np.max(np.abs(new_theta - theta), initial=0.0))

@@ -190,8 +190,89 @@ async def embedded_broker(host: str = LOOPBACK_HOST, port: int = 0) -> AsyncIter
         try:
             yield BrokerAddress(host=host, port=bound_port)
         finally:
-            await broker.shutdown()
+            await _shutdown_amqtt(broker)
             logger.info("Embedded MQTT broker on %s:%d stopped", host, bound_port)
+
+
+class EmbeddedBroker:
+    """An amqtt broker in the current event loop that can be stopped and started again.
+
+    The first start() picks a free port when ``port`` is 0. Later starts bind
+    the same port, so clients can reconnect to the address they know. A
+    restarted broker has no retained messages or sessions. Same host rules
+    and amqtt caveats as :func:`embedded_broker`.
+    """
+
+    def __init__(self, host: str = LOOPBACK_HOST, port: int = 0) -> None:
+        _require_ipv4_loopback(host)
+        self.host = host
+        self.port = port
+        self._broker: Broker | None = None
+        self._exit_stack = contextlib.ExitStack()
+
+    @property
+    def address(self) -> BrokerAddress:
+        """Host and port; the port is known after the first start()."""
+        return BrokerAddress(host=self.host, port=self.port)
+
+    @property
+    def running(self) -> bool:
+        return self._broker is not None
+
+    async def __aenter__(self) -> EmbeddedBroker:
+        """Start the broker, with the amqtt loggers at WARNING as in :func:`embedded_broker`."""
+        self._exit_stack.enter_context(_quiet_amqtt_logging())
+        try:
+            await self.start()
+        except BaseException:
+            self._exit_stack.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        try:
+            await self.stop()
+        finally:
+            self._exit_stack.close()
+
+    async def start(self) -> None:
+        """Start the broker; raises TransportError when its port cannot be bound."""
+        if self._broker is not None:
+            raise RuntimeError(f"the embedded broker is already running on port {self.port}")
+        self._broker, self.port = await _start_amqtt(self.host, self.port)
+        logger.info("Embedded MQTT broker listening on %s:%d", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Shut the broker down, closing every client connection. Does nothing when it is not running."""
+        broker, self._broker = self._broker, None
+        if broker is not None:
+            await _shutdown_amqtt(broker)
+            logger.info("Embedded MQTT broker on %s:%d stopped", self.host, self.port)
+
+
+async def _shutdown_amqtt(broker: Broker) -> None:
+    """Shut amqtt down, working around a hang in amqtt 0.12.1.
+
+    For each client, amqtt's shutdown cancels the handler's reader task and
+    waits for an event that the reader sets on its way out. On Python 3.11,
+    asyncio.wait_for can swallow that cancellation when a packet arrives at
+    the same moment, so the reader keeps running and shutdown waits forever
+    with the clients still connected. Aborting every client's TCP connection
+    first makes each reader stop at end of stream by itself, and setting the
+    event whenever a reader task ends covers a reader cancelled on its way out.
+    """
+    # NOTE: relies on the private attributes Broker._sessions, and writer._writer,
+    # _reader_task and _reader_stopped of amqtt's protocol handlers, in amqtt 0.12.
+    sessions = getattr(broker, "_sessions", {})
+    for _, handler in list(sessions.values()) if isinstance(sessions, dict) else []:
+        stream = getattr(getattr(handler, "writer", None), "_writer", None)
+        if isinstance(stream, asyncio.StreamWriter):
+            stream.transport.abort()
+        reader = getattr(handler, "_reader_task", None)
+        stopped = getattr(handler, "_reader_stopped", None)
+        if isinstance(reader, asyncio.Task) and isinstance(stopped, asyncio.Event):
+            reader.add_done_callback(lambda _task, event=stopped: event.set())
+    await broker.shutdown()
 
 
 def _amqtt_config(host: str, port: int) -> dict[str, object]:

@@ -12,8 +12,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crypto import FixedPointEncoding, PublicKey, encrypt_vector
+from ..crypto import PublicKey, encrypt_vector
+from ..crypto.encoding import Encoding
+from ..crypto.obfuscators import ObfuscatorPool
 from ..models import Model
+from ..models.interface import provider_gradient
 
 #: Bits of randomness in a scale a_i; 53 is what a float64 mantissa holds.
 SCALE_BITS = 53
@@ -39,16 +42,22 @@ def compute_contribution(
     labels: np.ndarray,
     theta: np.ndarray,
     public_key: PublicKey,
-    encoding: FixedPointEncoding,
+    encoding: Encoding,
     randomise: bool,
+    state: object | None = None,
+    obfuscators: ObfuscatorPool | None = None,
 ) -> EncryptedContribution:
     """Compute g_i(θ) over this provider's rows, scale it by a_i and encrypt it.
 
+    ``state`` is the provider's local model state (see
+    :func:`gradchain.models.interface.create_local_state`), or None.
+    ``obfuscators`` is a pool of precomputed r^n (or h_s^r) values for
+    ``public_key``; without one they are computed here.
     With ``randomise`` off, a_i = 1 so that a run can be compared exactly with
     plaintext distributed gradient descent.
     """
-    gradient = model.gradient_sum(theta, features, labels)
+    gradient = provider_gradient(model, theta, features, labels, state)
     scale = draw_scale() if randomise else 1.0
     values = np.append(scale * gradient, scale)
-    ciphertexts, clipped = encrypt_vector(public_key, encoding, values)
+    ciphertexts, clipped = encrypt_vector(public_key, encoding, values, obfuscators=obfuscators)
     return EncryptedContribution(ciphertexts=tuple(ciphertexts), clipped=clipped)

@@ -1,10 +1,14 @@
 """The daemon of one provider or aggregator node: a thin IO shell around
 :class:`~gradchain.protocol.NodeProtocol`.
 
-It holds one MQTT connection, feeds every received message to the protocol,
-and carries out the actions the protocol returns. Gradient computation and
-Paillier encryption run in a worker thread so the event loop keeps answering
-the broker while a contribution is being encrypted.
+It holds one MQTT connection, which it restores after a broker restart or a
+network loss, feeds every received message to the protocol, and carries out
+the actions the protocol returns: it acknowledges contributions, forwards the
+sum, resends it until it is acknowledged, and forwards what it has when the
+round's deadline passes. Gradient computation and Paillier encryption run in
+a worker thread so the event loop keeps answering the broker while a
+contribution is being encrypted. A fault plan, when given, wraps the
+connection in a :class:`~gradchain.faults.FaultyTransport`.
 """
 
 from __future__ import annotations
@@ -13,33 +17,45 @@ import asyncio
 import logging
 import secrets
 from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from ..crypto import FixedPointEncoding, PublicKey
-from ..errors import ProtocolError
+from ..crypto import PublicKey, make_encoding
+from ..crypto.obfuscators import ObfuscatorPool
+from ..crypto.settings import make_obfuscator_pool
+from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
+from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
+from ..models.interface import create_local_state
 from ..protocol import (
     Action,
     ComputeContribution,
     Dropped,
     Finished,
-    Liveness,
     NodeConfig,
     NodeProtocol,
+    RoundStart,
+    SendAck,
     SendContribution,
-    Status,
     decode,
     encode,
 )
 from ..protocol.node import NodeState
-from ..protocol.topics import inbox_topic, round_topic, status_topic
+from ..protocol.routing import deadline_share
+from ..protocol.topics import inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_provider_data
+from .backoff import resend_backoff
 from .broker import BrokerAddress
 from .common import NodeLogger, log_dropped
+from .connection import Connection
 from .contribution import compute_contribution
-from .transport import MqttTransport
+from .eventlog import EventLog
+from .liveness import DEFAULT_OFFLINE_WAIT
+from .transport import MqttTransport, Received, Transport
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +68,9 @@ class NodeReport:
     rounds_contributed: int = 0
     values_clipped: int = 0
     messages_dropped: int = 0
+    resends: int = 0
+    obfuscators_from_pool: int = 0
+    obfuscators_on_the_spot: int = 0
     finish_reason: str | None = None
     encrypt_seconds: list[float] = field(default_factory=list)
 
@@ -59,122 +78,234 @@ class NodeReport:
 def node_config(topology: Topology, node_id: str) -> NodeConfig:
     """Build the protocol configuration of ``node_id`` from its topology."""
     spec = topology.nodes[node_id]
-    encoding = FixedPointEncoding(frac_bits=topology.crypto.frac_bits, clip=topology.crypto.clip)
+    encoding = make_encoding(topology.crypto, len(topology.providers))
+    inputs = topology.inputs_of(node_id)
+    upstream = topology.nodes_upstream_of(node_id)
     return NodeConfig(
         job=topology.job.id,
         node_id=node_id,
         successor=topology.successor_of(node_id),
-        inputs={source: topology.providers_upstream_of(source) for source in topology.inputs_of(node_id)},
+        inputs={source: topology.providers_upstream_of(source) for source in inputs},
         is_provider=spec.data is not None,
         parameters=topology.job.features,
         ciphertext_count=encoding.ciphertext_count(topology.job.features + 1),
         key_bits=topology.crypto.key_bits,
+        fallbacks=topology.path_to_learner(node_id)[2:],
+        rerouted_inputs={other: topology.providers_upstream_of(other) for other in upstream - inputs},
+        feeders={other: topology.inputs_of(other) for other in upstream},
+        deadline_share=deadline_share(topology.distance_to_learner(node_id), topology.hops()),
     )
 
 
 class NodeDaemon:
     """One provider or aggregator process."""
 
-    def __init__(self, topology: Topology, node_id: str, broker: BrokerAddress) -> None:
+    def __init__(
+        self,
+        topology: Topology,
+        node_id: str,
+        broker: BrokerAddress,
+        *,
+        faults: FaultPlan | None = None,
+        events_dir: Path | None = None,
+        offline_wait: float = DEFAULT_OFFLINE_WAIT,
+    ) -> None:
         if node_id not in topology.nodes:
             raise KeyError(node_id)
         self.topology = topology
         self.node_id = node_id
         self.broker = broker
         self.log = NodeLogger(logger, node_id)
+        self.events = EventLog(events_dir, node_id)
+        self.injector = None if faults is None else FaultInjector(faults, node_id, self.events)
         self.protocol = NodeProtocol(node_config(topology, node_id))
-        self.encoding = FixedPointEncoding(frac_bits=topology.crypto.frac_bits, clip=topology.crypto.clip)
-        self.model = get_model(topology.job.model)
+        self.encoding = make_encoding(topology.crypto, len(topology.providers))
+        #: Precomputed obfuscators for the learner's current key; created at the first round.
+        self._pool: ObfuscatorPool | None = None
+        self.model = get_model(topology.job.model, topology.model_settings)
         self.report = NodeReport(node_id=node_id)
         self.instance = secrets.token_hex(8)
         self._features: np.ndarray | None = None
         self._labels: np.ndarray | None = None
+        #: Provider-local model state, such as a recommender's user factors; None for most models.
+        self._model_state: object | None = None
         if topology.nodes[node_id].data is not None:
             self._features, self._labels = load_provider_data(topology, node_id)
+            self._model_state = create_local_state(self.model, self._features, self._labels)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gradchain-{node_id}")
         self._tasks: set[asyncio.Task[None]] = set()
-        self._transport: MqttTransport | None = None
+        job = topology.job.id
+        self.connection = Connection(
+            broker,
+            job=job,
+            node_id=node_id,
+            instance=self.instance,
+            subscriptions=(round_topic(job), inbox_topic(job, node_id), status_wildcard(job)),
+            log=self.log,
+            events=self.events,
+            wrap=None if self.injector is None else self._wrap_transport,
+            offline_wait=offline_wait,
+        )
+        self._finished = asyncio.Event()
+        self._deadline_timer: asyncio.Task[None] | None = None
+        self._resender: asyncio.Task[None] | None = None
 
-    def _status(self, state: Liveness) -> bytes:
-        return encode(Status(job=self.topology.job.id, node=self.node_id, state=state, instance=self.instance))
+    def _wrap_transport(self, inner: MqttTransport) -> Transport:
+        assert self.injector is not None
+        return FaultyTransport(inner, self.injector)
 
     async def run(self) -> NodeReport:
-        """Serve rounds until the learner announces that the job is done."""
-        job = self.topology.job.id
-        transport = MqttTransport(
-            self.broker,
-            client_id=f"gradchain-{job}-{self.node_id}",
-            will_topic=status_topic(job, self.node_id),
-            will_payload=self._status(Liveness.OFFLINE),
-        )
+        """Serve rounds until the learner announces that the job is done.
+
+        Raises DuplicateNodeError when another process runs this node id.
+        """
+        role = "provider" if self._features is not None else "aggregator"
+        self.log.info("starting as %s, sending to %s", role, self.protocol.config.successor)
         try:
-            async with transport:
-                self._transport = transport
-                await transport.subscribe(round_topic(job))
-                await transport.subscribe(inbox_topic(job, self.node_id))
-                await transport.publish(
-                    status_topic(job, self.node_id), self._status(Liveness.ONLINE), retain=True
-                )
-                role = "provider" if self._features is not None else "aggregator"
-                self.log.info("online as %s, sending to %s", role, self.protocol.config.successor)
-                async for received in transport.messages():
-                    await self._handle(received.topic, received.payload)
-                    if self.protocol.state is NodeState.FINISHED:
-                        break
-                await transport.publish(
-                    status_topic(job, self.node_id), self._status(Liveness.OFFLINE), retain=True
-                )
+            await self.connection.run(self._handle, self._finished, on_connected=self._resend_now)
         finally:
             for task in self._tasks:
                 task.cancel()
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._transport = None
+            if self._pool is not None:
+                self._record_pool_stats(self._pool)
+                self._pool.close()
+            self.events.close()
         self.log.info(
-            "stopped after %d contributions (%d values clipped, %d messages dropped): %s",
+            "stopped after %d contributions (%d values clipped, %d messages dropped, %d resends, "
+            "%d obfuscators from the pool, %d computed on the spot): %s",
             self.report.rounds_contributed,
             self.report.values_clipped,
             self.report.messages_dropped,
+            self.report.resends,
+            self.report.obfuscators_from_pool,
+            self.report.obfuscators_on_the_spot,
             self.report.finish_reason,
         )
         return self.report
 
-    async def _handle(self, topic: str, payload: bytes) -> None:
-        if not payload:
+    async def _handle(self, received: Received) -> None:
+        if not received.payload:
             return  # a cleared retained message
         try:
-            message = decode(payload)
+            message = decode(received.payload)
+        except ProtocolError as error:
+            self._note_dropped(received.topic, error, round=None)
+            return
+        round_before = (self.protocol.run, self.protocol.round)
+        try:
             actions = self.protocol.receive(message)
         except ProtocolError as error:
-            self.report.messages_dropped += 1
-            log_dropped(self.log, topic, error)
-            return
-        self.log.debug("received %s", message)
+            self._note_dropped(received.topic, error, round=getattr(message, "round", None))
+            actions = []
+        else:
+            self.log.debug("received %s", message)
+        for ack in self.protocol.acks_to_send():
+            await self._send_ack(ack)
+        if isinstance(message, RoundStart) and (self.protocol.run, self.protocol.round) != round_before:
+            self._start_round_timers()
         await self._execute(actions)
+
+    def _note_dropped(self, topic: str, error: ProtocolError, *, round: int | None) -> None:
+        self.report.messages_dropped += 1
+        log_dropped(self.log, topic, error)
+        if isinstance(error, DuplicateMessageError):
+            event = "dropped_duplicate"
+        elif isinstance(error, StaleMessageError):
+            event = "dropped_stale"
+        else:
+            event = "dropped_invalid"
+        self.events.record(event, run=self.protocol.run, round=round, sender=error.sender, reason=error.reason)
+
+    def _start_round_timers(self) -> None:
+        """Start the new round's deadline timer and stop the last round's timers."""
+        for task in (self._deadline_timer, self._resender):
+            if task is not None:
+                task.cancel()
+        self._resender = None
+        delay = self.protocol.deadline_delay
+        assert delay is not None
+        self._deadline_timer = self._spawn(self._deadline(self.protocol.round, delay), f"deadline-{self.protocol.round}")
+
+    async def _deadline(self, round: int, delay: float) -> None:
+        await asyncio.sleep(delay)
+        actions = self.protocol.deadline_reached(round)
+        if actions:
+            self.log.info("round %d: deadline of %.2f s passed, forwarding what has arrived", round, delay)
+        await self._execute(actions)
+
+    async def _resend_until_acknowledged(self, round: int, timeout: float) -> None:
+        for delay in resend_backoff(timeout).delays():
+            await asyncio.sleep(delay)
+            actions = self.protocol.retry_due(round)
+            if not actions:
+                return
+            await self._execute(actions)
+
+    async def _resend_now(self) -> None:
+        """Resend an unacknowledged contribution at once after reconnecting."""
+        await self._execute(self.protocol.retry_due(self.protocol.round))
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine, name=f"{self.node_id}-{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
 
     async def _execute(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, ComputeContribution):
-                task = asyncio.create_task(self._contribute(action), name=f"contribute-{self.node_id}-{action.round}")
-                self._tasks.add(task)
-                task.add_done_callback(self._task_done)
+                self._spawn(self._contribute_when_due(action), f"contribute-{action.round}")
             elif isinstance(action, SendContribution):
                 await self._send(action)
             elif isinstance(action, Dropped):
-                self.report.messages_dropped += 1
-                log_dropped(self.log, "early contribution", action.error)
+                self._note_dropped("early contribution", action.error, round=action.error.round)
             elif isinstance(action, Finished):
                 self.report.finish_reason = action.reason
                 self.log.info("job done: %s", action.reason)
+                self._finished.set()
             else:
                 self.log.error("the node protocol returned an unexpected action %r", action)
+
+    async def _contribute_when_due(self, action: ComputeContribution) -> None:
+        """Compute the own contribution, after the delay of a straggler fault if the plan has one."""
+        delay = 0.0 if self.injector is None else self.injector.hold_own_contribution(action.round)
+        if delay > 0:
+            self.log.warning("round %d: fault injection holds back the own contribution for %g s", action.round, delay)
+            await asyncio.sleep(delay)
+        await self._contribute(action)
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             self.log.error("%s failed: %r", task.get_name(), task.exception())
 
+    def _pool_for(self, key: PublicKey) -> ObfuscatorPool:
+        """Return the obfuscator pool of ``key``, replacing the pool of an older key."""
+        if self._pool is not None and self._pool.public_key == key:
+            return self._pool
+        if self._pool is not None:
+            self._record_pool_stats(self._pool)
+            self._pool.close()
+        # A background thread fills the pool with gmpy2 calls that release the
+        # GIL; worker processes would multiply when many nodes share a machine.
+        self._pool = make_obfuscator_pool(
+            self.topology.crypto,
+            key,
+            ciphertexts_per_contribution=self.protocol.config.ciphertext_count,
+            processes=0,
+        ).start()
+        return self._pool
+
+    def _record_pool_stats(self, pool: ObfuscatorPool) -> None:
+        stats = pool.stats()
+        self.report.obfuscators_from_pool += stats.taken_from_pool
+        self.report.obfuscators_on_the_spot += stats.computed_on_the_spot
+
     async def _contribute(self, action: ComputeContribution) -> None:
         assert self._features is not None and self._labels is not None
+        key = PublicKey(n=action.public_key, hs=action.public_key_hs)
+        pool = self._pool_for(key)
         loop = asyncio.get_running_loop()
         started = loop.time()
         result = await loop.run_in_executor(
@@ -184,9 +315,11 @@ class NodeDaemon:
                 features=self._features,  # type: ignore[arg-type]
                 labels=self._labels,  # type: ignore[arg-type]
                 theta=np.asarray(action.theta, dtype=float),
-                public_key=PublicKey(n=action.public_key),
+                public_key=key,
                 encoding=self.encoding,
                 randomise=self.topology.job.randomise,
+                state=self._model_state,
+                obfuscators=pool,
             ),
         )
         seconds = loop.time() - started
@@ -209,12 +342,39 @@ class NodeDaemon:
         await self._execute(actions)
 
     async def _send(self, action: SendContribution) -> None:
-        assert self._transport is not None and self.protocol.public_key is not None
-        payload = encode(action.message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
-        await self._transport.publish(inbox_topic(self.topology.job.id, action.to), payload)
+        assert self.protocol.public_key is not None
+        message = action.message
+        payload = encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
+        published = await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
+        details = {"to": action.to, "contributors": list(message.contributors), "published": published}
+        if action.reason in ("retry", "reroute"):
+            self.report.resends += 1
+        if action.reason == "deadline":
+            self.events.record("forwarded_partial", run=message.run, round=message.round, **details)
+        if action.reason == "retry":
+            self.events.record("retried", run=message.run, round=message.round, **details)
+        if action.skipped:
+            self.events.record("rerouted", run=message.run, round=message.round, skipped=list(action.skipped), **details)
         self.log.info(
-            "round %d: forwarded the sum of %d contributors to %s",
-            action.message.round,
-            len(action.message.contributors),
+            "round %d: %s the sum of %d contributors to %s%s",
+            message.round,
+            _SEND_VERBS.get(action.reason, "forwarded"),
+            len(message.contributors),
             action.to,
+            f", around offline {list(action.skipped)}" if action.skipped else "",
         )
+        if self._resender is None or self._resender.done():
+            timeout = self.protocol.timeout or self.topology.job.round_timeout
+            self._resender = self._spawn(self._resend_until_acknowledged(message.round, timeout), f"resend-{message.round}")
+
+    async def _send_ack(self, action: SendAck) -> None:
+        payload = encode(action.message)
+        await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
+
+
+_SEND_VERBS = {
+    "complete": "forwarded",
+    "deadline": "forwarded at the deadline",
+    "retry": "resent",
+    "reroute": "rerouted",
+}

@@ -3,6 +3,10 @@
 It owns the Paillier private key. It waits until every node of the topology
 reports online, opens rounds, decrypts each round's total in a worker thread,
 evaluates the model on the held-out data it may hold, and writes the results.
+Each time it opens a round it writes a checkpoint, from which a restarted
+learner resumes the run (``gradchain learner --resume``). Its broker
+connection is restored after a broker restart, and the current RoundStart is
+then published again because a restarted broker has lost it.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from ..crypto import (
-    FixedPointEncoding,
+    make_encoding,
     PrivateKey,
     PublicKey,
     decrypt_vector,
@@ -31,14 +35,17 @@ from ..crypto import (
     save_private_key,
     save_public_key,
 )
-from ..errors import CryptoError, ProtocolError, TransportError
+from ..errors import ConfigError, CryptoError, DuplicateMessageError, ProtocolError, StaleMessageError, TransportError
+from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
+from ..models.interface import initial_theta
 from ..models.training import StepSchedule
 from ..protocol import (
     Action,
     Contribution,
     DecryptTotal,
     Finished,
+    JobDone,
     LearnerConfig,
     LearnerProtocol,
     Liveness,
@@ -50,11 +57,18 @@ from ..protocol import (
     decode,
     encode,
 )
-from ..protocol.topics import inbox_topic, round_topic, status_topic, status_wildcard
+from ..protocol.topics import inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_eval_data
 from .broker import BrokerAddress
+from .checkpoint import LearnerCheckpoint, load_checkpoint, save_checkpoint
 from .common import NodeLogger, log_dropped
-from .transport import MqttTransport
+from .connection import Connection
+from .eventlog import EventLog
+from .liveness import DEFAULT_OFFLINE_WAIT
+from .transport import MqttTransport, Received, Transport
+
+#: Seconds the learner keeps trying to publish JobDone after the job ended.
+JOB_DONE_TIMEOUT = 60.0
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +85,12 @@ class RoundRecord:
     learning_rate: float
     loss: float | None
     accuracy: float | None
+    #: Every figure the model's evaluate() returns on the held-out data.
+    scores: dict[str, float] = field(default_factory=dict)
+    #: Decrypted Σ a_i; with randomisation off it equals the number of contributors.
+    scale_total: float | None = None
+    #: Providers sampled for the round; None means every provider.
+    participants: list[str] | None = None
 
 
 @dataclass
@@ -98,10 +118,12 @@ class LearnerResult:
             "rounds": len(self.history),
             "loss": None if last is None else last.loss,
             "accuracy": None if last is None else last.accuracy,
+            "scores": {} if last is None else last.scores,
             "seconds": round(self.seconds, 3),
             "key_bits": self.key_bits,
             "key_fingerprint": self.key_fingerprint,
             "contributors": [record.contributors for record in self.history],
+            "scale_totals": [record.scale_total for record in self.history],
             "history": [asdict(record) for record in self.history],
             "failed_rounds": self.failed_rounds,
             "theta": self.theta,
@@ -122,8 +144,9 @@ def load_or_create_keys(topology: Topology, log: NodeLogger) -> PrivateKey:
             )
         log.info("loaded the %d-bit key %s from %s", bits, key.public_key.fingerprint, private_path)
         return key
-    log.info("generating a %d-bit Paillier key pair", topology.crypto.key_bits)
-    public, private = generate_keypair(topology.crypto.key_bits)
+    kind = "Damgard-Jurik-Nielsen" if topology.crypto.djn else "plain"
+    log.info("generating a %d-bit Paillier key pair (%s obfuscators)", topology.crypto.key_bits, kind)
+    public, private = generate_keypair(topology.crypto.key_bits, djn=topology.crypto.djn)
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
     save_private_key(private_path, private)
@@ -136,7 +159,7 @@ def learner_config(topology: Topology) -> LearnerConfig:
     """Build the learner's protocol configuration from its topology."""
     job = topology.job
     learner_id = topology.learner.id
-    encoding = FixedPointEncoding(frac_bits=topology.crypto.frac_bits, clip=topology.crypto.clip)
+    encoding = make_encoding(topology.crypto, len(topology.providers))
     return LearnerConfig(
         job=job.id,
         learner_id=learner_id,
@@ -150,6 +173,14 @@ def learner_config(topology: Topology) -> LearnerConfig:
         max_rounds=job.rounds,
         tolerance=job.tolerance,
         round_timeout=job.round_timeout,
+        rerouted_inputs={
+            other: topology.providers_upstream_of(other)
+            for other in set(topology.nodes) - topology.inputs_of(learner_id)
+        },
+        feeders={node_id: topology.inputs_of(node_id) for node_id in topology.nodes},
+        providers=topology.providers,
+        sample_fraction=job.sample_fraction,
+        seed=job.seed,
     )
 
 
@@ -164,6 +195,10 @@ class LearnerDaemon:
         results: Path | None = None,
         startup_timeout: float = 120.0,
         on_round: Callable[[RoundRecord, int], None] | None = None,
+        resume: bool = False,
+        faults: FaultPlan | None = None,
+        events_dir: Path | None = None,
+        offline_wait: float = DEFAULT_OFFLINE_WAIT,
     ) -> None:
         self.topology = topology
         self.broker = broker
@@ -171,17 +206,19 @@ class LearnerDaemon:
         self.startup_timeout = startup_timeout
         self.on_round = on_round
         self.log = NodeLogger(logger, topology.learner.id)
+        self.events = EventLog(events_dir, topology.learner.id)
+        self.injector = None if faults is None else FaultInjector(faults, topology.learner.id, self.events)
         self.private_key = load_or_create_keys(topology, self.log)
         self.public_key: PublicKey = self.private_key.public_key
-        self.encoding = FixedPointEncoding(frac_bits=topology.crypto.frac_bits, clip=topology.crypto.clip)
-        self.model = get_model(topology.job.model)
+        self.encoding = make_encoding(topology.crypto, len(topology.providers))
+        self.model = get_model(topology.job.model, topology.model_settings)
         self.eval_data = load_eval_data(topology)
         self.run_id = secrets.token_hex(8)
         self.protocol = LearnerProtocol(
             learner_config(topology),
             run=self.run_id,
             public_key=self.public_key,
-            theta=np.zeros(topology.job.features),
+            theta=initial_theta(self.model, topology.job.features),
         )
         self.result = LearnerResult(
             job=topology.job.id,
@@ -192,59 +229,136 @@ class LearnerDaemon:
         self.online: dict[str, str] = {}
         self._all_online = asyncio.Event()
         self._finished = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gradchain-learner")
-        self._transport: MqttTransport | None = None
         self._timer: asyncio.Task[None] | None = None
         self._round_started = 0.0
+        self._round_message: RoundStart | JobDone | None = None
+        self._round_published = asyncio.Event()
+        self._seconds_before = 0.0
+        self._started = time.monotonic()
+        self.resumed_from: LearnerCheckpoint | None = None
+        if resume:
+            self._restore(self._load_checkpoint())
+        job = topology.job.id
+        self.connection = Connection(
+            broker,
+            job=job,
+            node_id=topology.learner.id,
+            instance=secrets.token_hex(8),
+            subscriptions=(status_wildcard(job), inbox_topic(job, topology.learner.id)),
+            log=self.log,
+            events=self.events,
+            wrap=None if self.injector is None else self._wrap_transport,
+            offline_wait=offline_wait,
+        )
+
+    def _wrap_transport(self, inner: MqttTransport) -> Transport:
+        assert self.injector is not None
+        return FaultyTransport(inner, self.injector)
+
+    def _load_checkpoint(self) -> LearnerCheckpoint:
+        if self.results is None:
+            raise ConfigError("resuming needs the results folder that holds checkpoint.json")
+        checkpoint = load_checkpoint(self.results)
+        where = self.results / "checkpoint.json"
+        if checkpoint.finished:
+            raise ConfigError(f"the run in {where} has already finished; start the learner without --resume")
+        if checkpoint.job != self.topology.job.id:
+            raise ConfigError(f"{where} belongs to job {checkpoint.job!r}, not {self.topology.job.id!r}")
+        if checkpoint.key_fingerprint != self.public_key.fingerprint:
+            raise ConfigError(
+                f"{where} was written with the key {checkpoint.key_fingerprint} from {checkpoint.private_key}, "
+                f"but {self.topology.learner.private_key} holds the key {self.public_key.fingerprint}; "
+                "restore the run's key files or start a new run without --resume"
+            )
+        if len(checkpoint.theta) != self.topology.job.features:
+            raise ConfigError(
+                f"{where} holds {len(checkpoint.theta)} parameters, the topology has {self.topology.job.features}"
+            )
+        return checkpoint
+
+    def _restore(self, checkpoint: LearnerCheckpoint) -> None:
+        """Take over the run, θ and history of ``checkpoint``."""
+        self.resumed_from = checkpoint
+        self.run_id = checkpoint.run
+        self.protocol = LearnerProtocol(
+            learner_config(self.topology),
+            run=checkpoint.run,
+            public_key=self.public_key,
+            theta=np.array(checkpoint.theta, dtype=float),
+        )
+        self.result.run = checkpoint.run
+        self.result.history = [RoundRecord(**record) for record in checkpoint.history]
+        self.result.failed_rounds = list(checkpoint.failed_rounds)
+        self._seconds_before = checkpoint.seconds
 
     async def run(self) -> LearnerResult:
-        """Wait for every node, train until the protocol stops, and write the results."""
-        job = self.topology.job.id
+        """Wait for the nodes, train until the protocol stops, and write the results.
+
+        A fresh run waits until every node is online; a resumed run only until
+        ``min_contributors`` providers are.
+        """
         started = time.monotonic()
-        transport = MqttTransport(
-            self.broker,
-            client_id=f"gradchain-{job}-{self.topology.learner.id}",
-            will_topic=status_topic(job, self.topology.learner.id),
-            will_payload=encode(
-                Status(job=job, node=self.topology.learner.id, state=Liveness.OFFLINE, instance=self.run_id)
-            ),
+        self._started = started
+        connection = asyncio.create_task(
+            self.connection.run(self._handle, self._stopped, on_connected=self._republish_round),
+            name="learner-connection",
         )
-        async with transport:
-            self._transport = transport
-            await transport.subscribe(status_wildcard(job))
-            await transport.subscribe(inbox_topic(job, self.topology.learner.id))
-            reader = asyncio.create_task(self._read(transport), name="learner-reader")
-            try:
-                await self._wait_or_fail(self._all_online, reader, self.startup_timeout, self._startup_error)
+        try:
+            await self._wait_or_fail(self._all_online, connection, self.startup_timeout, self._startup_error)
+            checkpoint = self.resumed_from
+            if checkpoint is None:
                 self.log.info("all %d nodes are online; starting run %s", len(self.topology.nodes), self.run_id)
-                await self._execute(self.protocol.start())
-                await self._wait_or_fail(self._finished, reader, None, None)
-            finally:
-                reader.cancel()
-                if self._timer is not None:
-                    self._timer.cancel()
-                self._executor.shutdown(wait=False, cancel_futures=True)
-            self._transport = None
-        self.result.seconds = time.monotonic() - started
+                actions = self.protocol.start()
+            else:
+                self.log.info(
+                    "resuming run %s after round %d (iteration %d)", self.run_id, checkpoint.round, checkpoint.iteration
+                )
+                self.events.record("resumed", run=self.run_id, round=checkpoint.round)
+                actions = self.protocol.resume(
+                    last_round=checkpoint.round,
+                    iteration=checkpoint.iteration,
+                    failed_in_a_row=checkpoint.failed_in_a_row,
+                )
+            await self._execute(actions)
+            await self._wait_or_fail(self._finished, connection, None, None)
+            await self._wait_or_fail(self._round_published, connection, JOB_DONE_TIMEOUT, self._job_done_error)
+        finally:
+            self._stopped.set()
+            if self._timer is not None:
+                self._timer.cancel()
+            if not connection.done():
+                await connection
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self.events.close()
+        self.result.seconds = self._seconds_before + time.monotonic() - started
         self.result.theta = [float(x) for x in self.protocol.theta]
         if self.results is not None:
             self.write_results(self.results)
+            self._save_checkpoint(finished=True)
         return self.result
+
+    def _job_done_error(self) -> Exception:
+        return TransportError(
+            f"could not publish JobDone to {self.broker.url} within {JOB_DONE_TIMEOUT:g} s; "
+            "the nodes keep waiting until they are stopped"
+        )
 
     async def _wait_or_fail(
         self,
         event: asyncio.Event,
-        reader: asyncio.Task[None],
+        connection: asyncio.Task[None],
         timeout: float | None,
         on_timeout: Callable[[], Exception] | None,
     ) -> None:
         waiter = asyncio.create_task(event.wait())
-        done, _ = await asyncio.wait({waiter, reader}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait({waiter, connection}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         if waiter in done:
             return
         waiter.cancel()
-        if reader in done:
-            reader.result()  # re-raises the reader's error
+        if connection in done:
+            connection.result()  # re-raises the connection's error
             raise TransportError(f"the connection to {self.broker.url} closed before the job finished")
         assert on_timeout is not None
         raise on_timeout()
@@ -256,22 +370,36 @@ class LearnerDaemon:
             f"`gradchain node --id ID {self.topology.path} --broker {self.broker.url}`"
         )
 
-    async def _read(self, transport: MqttTransport) -> None:
-        async for received in transport.messages():
-            if not received.payload:
-                continue
-            try:
-                message = decode(received.payload)
-                if isinstance(message, Status):
-                    self._note_status(message)
-                    continue
-                if isinstance(message, Contribution):
-                    self.log.debug("received %s", message)
-                actions = self.protocol.receive(message)
-            except ProtocolError as error:
-                log_dropped(self.log, received.topic, error)
-                continue
-            await self._execute(actions)
+    async def _handle(self, received: Received) -> None:
+        if not received.payload:
+            return
+        try:
+            message = decode(received.payload)
+        except ProtocolError as error:
+            self._note_dropped(received.topic, error)
+            return
+        if isinstance(message, Status):
+            self._note_status(message)
+        elif isinstance(message, Contribution):
+            self.log.debug("received %s", message)
+        try:
+            actions = self.protocol.receive(message)
+        except ProtocolError as error:
+            self._note_dropped(received.topic, error)
+            actions = []
+        for ack in self.protocol.acks_to_send():
+            await self.connection.publish(inbox_topic(self.topology.job.id, ack.to), encode(ack.message))
+        await self._execute(actions)
+
+    def _note_dropped(self, topic: str, error: ProtocolError) -> None:
+        log_dropped(self.log, topic, error)
+        if isinstance(error, DuplicateMessageError):
+            event = "dropped_duplicate"
+        elif isinstance(error, StaleMessageError):
+            event = "dropped_stale"
+        else:
+            event = "dropped_invalid"
+        self.events.record(event, run=self.run_id, round=error.round, sender=error.sender, reason=error.reason)
 
     def _note_status(self, status: Status) -> None:
         if status.job != self.topology.job.id or status.node not in self.topology.nodes:
@@ -282,7 +410,12 @@ class LearnerDaemon:
             self.online.pop(status.node, None)
             if self._all_online.is_set():
                 self.log.warning("node %s went offline", status.node)
-        if set(self.online) == set(self.topology.nodes):
+        if self.resumed_from is None:
+            ready = set(self.online) == set(self.topology.nodes)
+        else:
+            online_providers = set(self.online) & set(self.topology.providers)
+            ready = len(online_providers) >= self.topology.job.min_contributors
+        if ready:
             self._all_online.set()
 
     async def _execute(self, actions: list[Action]) -> None:
@@ -296,6 +429,7 @@ class LearnerDaemon:
             elif isinstance(action, RoundFailed):
                 self.log.warning("round %d failed and will be repeated: %s", action.round, action.reason)
                 self.result.failed_rounds.append({"round": action.round, "reason": action.reason})
+                self.events.record("round_failed", run=self.run_id, round=action.round, reason=action.reason)
             elif isinstance(action, Finished):
                 self.result.reason = action.reason
                 self.result.succeeded = action.succeeded
@@ -305,15 +439,49 @@ class LearnerDaemon:
                 self.log.error("the learner protocol returned an unexpected action %r", action)
 
     async def _publish_round(self, action: PublishRound) -> None:
-        assert self._transport is not None
         message = action.message
-        await self._transport.publish(round_topic(self.topology.job.id), encode(message), retain=True)
+        self._round_message = message
+        if isinstance(message, RoundStart) and self.results is not None:
+            self._save_checkpoint(finished=False)
+        self._round_published.clear()
+        if await self.connection.publish(round_topic(self.topology.job.id), encode(message), retain=True):
+            self._round_published.set()
         if isinstance(message, RoundStart):
             self._round_started = time.monotonic()
             if self._timer is not None:
                 self._timer.cancel()
             self._timer = asyncio.create_task(self._round_timer(message.round, message.timeout))
             self.log.debug("published %s", message)
+
+    async def _republish_round(self) -> None:
+        """Publish the current RoundStart or JobDone again, because a restarted broker has lost it."""
+        message = self._round_message
+        if message is None:
+            return
+        if await self.connection.publish(round_topic(self.topology.job.id), encode(message), retain=True):
+            self._round_published.set()
+            self.log.info("published round %d again after reconnecting", message.round)
+
+    def _save_checkpoint(self, *, finished: bool) -> None:
+        assert self.results is not None
+        checkpoint = LearnerCheckpoint(
+            job=self.topology.job.id,
+            run=self.run_id,
+            round=self.protocol.round,
+            iteration=self.protocol.iteration,
+            theta=[float(x) for x in self.protocol.theta],
+            failed_in_a_row=self.protocol.failed_in_a_row,
+            private_key=str(self.topology.learner.private_key),
+            key_fingerprint=self.public_key.fingerprint,
+            history=[asdict(record) for record in self.result.history],
+            failed_rounds=list(self.result.failed_rounds),
+            seconds=round(self._seconds_before + time.monotonic() - self._started, 3),
+            finished=finished,
+        )
+        try:
+            save_checkpoint(self.results, checkpoint)
+        except OSError as error:
+            self.log.error("writing the checkpoint into %s failed: %s", self.results, error)
 
     async def _round_timer(self, round: int, timeout: float) -> None:
         await asyncio.sleep(timeout)
@@ -325,7 +493,12 @@ class LearnerDaemon:
             totals = await loop.run_in_executor(
                 self._executor,
                 lambda: decrypt_vector(
-                    self.private_key, self.encoding, action.ciphertexts, len(action.contributors), action.round
+                    self.private_key,
+                    self.encoding,
+                    action.ciphertexts,
+                    len(action.contributors),
+                    action.round,
+                    length=self.topology.job.features + 1,
                 ),
             )
         except CryptoError as error:
@@ -335,8 +508,12 @@ class LearnerDaemon:
 
     def _record(self, action: RoundCompleted) -> None:
         loss = accuracy = None
+        scores: dict[str, float] = {}
         if self.eval_data is not None:
-            scores = self.model.evaluate(np.asarray(action.theta), *self.eval_data)
+            scores = {
+                name: float(value)
+                for name, value in self.model.evaluate(np.asarray(action.theta), *self.eval_data).items()
+            }
             loss = scores.get("loss")
             accuracy = scores.get("accuracy")
         record = RoundRecord(
@@ -348,6 +525,9 @@ class LearnerDaemon:
             learning_rate=action.learning_rate,
             loss=loss,
             accuracy=accuracy,
+            scores=scores,
+            scale_total=action.scale_total,
+            participants=None if action.participants is None else list(action.participants),
         )
         self.result.history.append(record)
         self.log.info(

@@ -7,10 +7,14 @@ receives, without patching the daemon.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Protocol
 
 import aiomqtt
 
@@ -33,8 +37,37 @@ class Received:
     retain: bool
 
 
+class Transport(Protocol):
+    """What a daemon needs of one broker connection: :class:`MqttTransport` or a wrapper around it."""
+
+    client_id: str
+
+    async def __aenter__(self) -> Transport: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    async def subscribe(self, topic: str) -> None: ...
+
+    async def unsubscribe(self, topic: str) -> None: ...
+
+    async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None: ...
+
+    def messages(self) -> AsyncIterator[Received]: ...
+
+    def abort(self) -> None: ...
+
+
 class MqttTransport:
-    """One MQTT 3.1.1 connection with a last will, used as an async context manager."""
+    """One MQTT 3.1.1 connection with a last will, used as an async context manager.
+
+    Each instance connects once. After the connection is lost, the daemon
+    builds a new instance to reconnect.
+    """
 
     def __init__(
         self,
@@ -93,17 +126,54 @@ class MqttTransport:
             raise TransportError(f"subscribing to {topic} failed: {exc}") from exc
         self._subscriptions.append(topic)
 
+    async def unsubscribe(self, topic: str) -> None:
+        try:
+            await self._client.unsubscribe(topic)
+        except aiomqtt.MqttError as exc:
+            raise TransportError(f"unsubscribing from {topic} failed: {exc}") from exc
+        if topic in self._subscriptions:
+            self._subscriptions.remove(topic)
+
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
-        """Publish with QoS 1 after checking the payload size."""
+        """Publish with QoS 1 after checking the payload size.
+
+        Raises TransportError as soon as the connection is lost, instead of
+        waiting out aiomqtt's timeout for a PUBACK that cannot come.
+        """
         if len(payload) > self.max_payload_bytes:
             raise TransportError(
                 f"message for {topic} is {len(payload)} bytes, above the limit of "
                 f"{self.max_payload_bytes} bytes; use a smaller model or enable packing"
             )
+        publishing = asyncio.ensure_future(self._client.publish(topic, payload, qos=1, retain=retain))
+        # NOTE: aiomqtt 2.5 offers no public way to wait for a disconnection,
+        # so this waits on its private Client._disconnected future.
+        disconnected = self._client._disconnected
         try:
-            await self._client.publish(topic, payload, qos=1, retain=retain)
+            await asyncio.wait({publishing, disconnected}, return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            publishing.cancel()
+            raise
+        if not publishing.done():
+            publishing.cancel()
+            raise TransportError(f"publishing to {topic} failed: the connection to {self.broker.url} was lost")
+        try:
+            publishing.result()
         except aiomqtt.MqttError as exc:
             raise TransportError(f"publishing to {topic} failed: {exc}") from exc
+
+    def abort(self) -> None:
+        """Drop the TCP connection without an MQTT DISCONNECT, as a crash or a lost link would.
+
+        The broker then publishes the last will, and :meth:`messages` raises
+        TransportError. Does nothing when there is no open socket.
+        """
+        # NOTE: aiomqtt 2.5 has no abort; this shuts down the socket of its paho client.
+        sock = self._client._client.socket()
+        if not isinstance(sock, socket.socket):
+            return
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
 
     async def messages(self) -> AsyncIterator[Received]:
         """Yield incoming messages until the connection closes."""

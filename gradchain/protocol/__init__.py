@@ -9,14 +9,16 @@ from .events import (
     PublishRound,
     RoundCompleted,
     RoundFailed,
+    SendAck,
     SendContribution,
 )
 from .learner import LearnerConfig, LearnerProtocol, LearnerState
-from .messages import Contribution, JobDone, Liveness, Message, RoundStart, Status
+from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
 from .node import NodeConfig, NodeProtocol
 from .wire import decode, encode
 
 __all__ = [
+    "Ack",
     "Action",
     "ComputeContribution",
     "Contribution",
@@ -35,6 +37,7 @@ __all__ = [
     "RoundCompleted",
     "RoundFailed",
     "RoundStart",
+    "SendAck",
     "SendContribution",
     "Status",
     "decode",

@@ -10,15 +10,31 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..errors import ProtocolError
-from .messages import Contribution, JobDone, RoundStart
+from .messages import Ack, Contribution, JobDone, RoundStart
 
 
 @dataclass(frozen=True, kw_only=True)
 class SendContribution:
-    """Publish ``message`` to the inbox of node ``to``."""
+    """Publish ``message`` to the inbox of node ``to``.
+
+    ``reason`` is why the node sends now: ``complete`` (every awaited input is
+    in), ``deadline`` (the node's deadline passed, so the sum may be partial),
+    ``retry`` (no Ack yet) or ``reroute`` (the node it was sent to went
+    offline). ``skipped`` lists the offline nodes on the path before ``to``.
+    """
 
     to: str
     message: Contribution
+    reason: str = "complete"
+    skipped: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class SendAck:
+    """Publish ``message`` to the inbox of node ``to``, the sender of the acknowledged contribution."""
+
+    to: str
+    message: Ack
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -39,6 +55,8 @@ class ComputeContribution:
     round: int
     theta: tuple[float, ...]
     public_key: int
+    #: h_s of a Damgård–Jurik–Nielsen key, or None for a plain Paillier key.
+    public_key_hs: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -60,6 +78,10 @@ class RoundCompleted:
     contributors: tuple[str, ...]
     step: float
     learning_rate: float
+    #: Decrypted Σ a_i; with randomisation off it equals the number of contributors.
+    scale_total: float | None = None
+    #: Providers sampled for the round; None means every provider.
+    participants: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,6 +109,7 @@ class Dropped:
 
 Action = (
     SendContribution
+    | SendAck
     | PublishRound
     | ComputeContribution
     | DecryptTotal

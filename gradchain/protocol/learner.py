@@ -1,8 +1,11 @@
 """The learner's round logic, without IO.
 
-Each round the learner publishes θ_k, waits for one contribution from each of
-its inputs, and adds them into one total of E(Σ a_i·g_i) and E(Σ a_i). It
-decrypts the total only if it contains at least ``min_contributors``
+Each round the learner samples the round's participants, publishes θ_k,
+waits for one contribution from each input through which a participant can
+still arrive (an offline node's inputs send around it, straight to the
+learner), and adds them into one total of E(Σ a_i·g_i) and E(Σ a_i). It
+acknowledges each contribution (see :meth:`LearnerProtocol.acks_to_send`).
+It decrypts the total only if it contains at least ``min_contributors``
 providers, each counted once, and then updates
 
     θ_{k+1} = θ_k − η_k · ((Σ a_i·g_i) / (Σ a_i) + 2λ·θ_k)
@@ -17,7 +20,7 @@ failed attempt can never mix into the new one.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 import numpy as np
@@ -25,9 +28,10 @@ import numpy as np
 from ..crypto import PublicKey
 from ..errors import ConfigError, DuplicateMessageError, ProtocolError, StaleMessageError
 from ..models.training import StepSchedule, update
-from .events import Action, DecryptTotal, Finished, PublishRound, RoundCompleted, RoundFailed
-from .messages import Contribution, JobDone, Message, RoundStart, Status
+from .events import Action, DecryptTotal, Finished, PublishRound, RoundCompleted, RoundFailed, SendAck
+from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
 from .node import InvalidTransitionError
+from .routing import awaited_senders, sample_participants
 
 
 class LearnerState(Enum):
@@ -75,6 +79,17 @@ class LearnerConfig:
     round_timeout: float
     #: Consecutive failed rounds after which the job stops with an error.
     max_failed_rounds: int = 5
+    #: Nodes further upstream that send straight to the learner while the nodes
+    #: between are offline, each mapped to the providers that can arrive through it.
+    rerouted_inputs: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: The direct inputs of each node in ``inputs`` and ``rerouted_inputs``.
+    feeders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Every provider of the topology; empty means the providers behind ``inputs``.
+    providers: tuple[str, ...] = ()
+    #: Fraction of the providers sampled to contribute in each round.
+    sample_fraction: float = 1.0
+    #: Seed of the per-round sample.
+    seed: int = 0
 
 
 class LearnerProtocol:
@@ -94,6 +109,11 @@ class LearnerProtocol:
         self.failed_in_a_row = 0
         self.finish_reason: str | None = None
         self._received: dict[str, Contribution] = {}
+        #: Providers asked to contribute this round; None means every provider.
+        self.participants: frozenset[str] | None = None
+        #: Nodes whose latest retained status says offline.
+        self.offline: set[str] = set()
+        self._acks: list[SendAck] = []
 
     def _transition(self, event: LearnerEvent) -> None:
         try:
@@ -106,15 +126,51 @@ class LearnerProtocol:
         self._transition(LearnerEvent.START)
         return [self._open_round(1)]
 
+    def resume(self, *, last_round: int, iteration: int, failed_in_a_row: int = 0) -> list[Action]:
+        """Continue a run from a checkpoint by opening the round after ``last_round``.
+
+        θ and the run id come from the constructor. A new round number keeps
+        any message of the interrupted round out of the new one.
+        """
+        if last_round < 0 or iteration < 0 or failed_in_a_row < 0:
+            raise ValueError("round, iteration and failed rounds of a checkpoint must be >= 0")
+        self._transition(LearnerEvent.START)
+        self.iteration = iteration
+        self.failed_in_a_row = failed_in_a_row
+        return [self._open_round(last_round + 1)]
+
     def receive(self, message: Message) -> list[Action]:
         """Handle one decoded message addressed to the learner."""
         if message.job != self.config.job:
             raise StaleMessageError(f"message for job {message.job!r}, this learner runs {self.config.job!r}")
         if isinstance(message, Status):
-            return []
+            return self._status(message)
         if not isinstance(message, Contribution):
             raise ProtocolError(f"the learner does not accept {type(message).__name__} messages")
         return self._contribution(message)
+
+    def acks_to_send(self) -> list[SendAck]:
+        """Return and clear the Acks queued by :meth:`receive`.
+
+        Like :meth:`NodeProtocol.acks_to_send`: counted, duplicate and late
+        contributions are acknowledged, invalid ones are not. The shell calls
+        this after every :meth:`receive`, also when it raised.
+        """
+        acks, self._acks = self._acks, []
+        return acks
+
+    @property
+    def awaited(self) -> frozenset[str]:
+        """Inputs from which a contribution can still arrive this round."""
+        return awaited_senders(
+            self.config.inputs,
+            feeders=self.config.feeders,
+            carries=self._carries(),
+            received=self._received.keys(),
+            counted=self._counted(),
+            offline=self.offline,
+            participants=self.participants,
+        )
 
     def round_timed_out(self, round: int) -> list[Action]:
         """Close ``round`` after its timeout: decrypt what arrived if enough providers are in it."""
@@ -123,7 +179,7 @@ class LearnerProtocol:
         contributors = self._counted()
         if self._received and len(contributors) >= self.config.min_contributors:
             return self._decrypt()
-        missing = sorted(set(self.config.inputs) - set(self._received))
+        missing = sorted(self.awaited or set(self.config.inputs) - set(self._received))
         return self._fail(f"timed out after {self.config.round_timeout:g} s waiting for {missing}")
 
     def total_decrypted(self, round: int, totals: np.ndarray) -> list[Action]:
@@ -174,6 +230,8 @@ class LearnerProtocol:
                 contributors=contributors,
                 step=step,
                 learning_rate=learning_rate,
+                scale_total=scale_total,
+                participants=None if self.participants is None else tuple(sorted(self.participants)),
             )
         ]
         if k >= self.config.max_rounds:
@@ -191,25 +249,38 @@ class LearnerProtocol:
         return self._fail(reason)
 
     def _contribution(self, message: Contribution) -> list[Action]:
+        carries = self._carries()
         if message.run != self.run:
+            self._queue_ack(message)
             raise StaleMessageError("contribution for another run", sender=message.sender, round=message.round)
         if message.round != self.round or self.state is not LearnerState.COLLECTING:
+            self._queue_ack(message)
             raise StaleMessageError("round is not open", sender=message.sender, round=message.round)
-        if message.sender not in self.config.inputs:
+        if message.sender not in carries:
             raise ProtocolError(
                 f"{message.sender!r} is not an input of the learner", sender=message.sender, round=message.round
             )
         if message.sender in self._received:
+            self._queue_ack(message)
             raise DuplicateMessageError("contribution already counted", sender=message.sender, round=message.round)
-        unknown = sorted(set(message.contributors) - self.config.inputs[message.sender])
+        unknown = sorted(set(message.contributors) - carries[message.sender])
         if unknown:
             raise ProtocolError(
                 f"contributors {unknown} cannot reach the learner through {message.sender!r}",
                 sender=message.sender,
                 round=message.round,
             )
+        if self.participants is not None:
+            outsiders = sorted(set(message.contributors) - self.participants)
+            if outsiders:
+                raise ProtocolError(
+                    f"contributors {outsiders} are not participants of this round",
+                    sender=message.sender,
+                    round=message.round,
+                )
         overlap = sorted(set(message.contributors) & self._counted())
         if overlap:
+            self._queue_ack(message)
             raise DuplicateMessageError(
                 f"contributors {overlap} are already in this round's total",
                 sender=message.sender,
@@ -221,17 +292,44 @@ class LearnerProtocol:
                 sender=message.sender,
                 round=message.round,
             )
-        for index, value in enumerate(message.ciphertexts):
-            if not self.public_key.is_valid_ciphertext(value):
-                raise ProtocolError(
-                    f"ciphertext {index} is not in Z*_(n^2)", sender=message.sender, round=message.round
-                )
+        index = self.public_key.first_invalid_ciphertext(message.ciphertexts)
+        if index is not None:
+            raise ProtocolError(
+                f"ciphertext {index} is not in Z*_(n^2)", sender=message.sender, round=message.round
+            )
 
         self._transition(LearnerEvent.CONTRIBUTION)
         self._received[message.sender] = message
-        if set(self._received) == set(self.config.inputs):
+        self._queue_ack(message)
+        if not self.awaited:
             return self._decrypt()
         return []
+
+    def _queue_ack(self, message: Contribution) -> None:
+        ack = Ack(
+            job=self.config.job,
+            run=message.run,
+            round=message.round,
+            sender=self.config.learner_id,
+            of=message.sender,
+        )
+        self._acks.append(SendAck(to=message.sender, message=ack))
+
+    def _status(self, message: Status) -> list[Action]:
+        """Track which nodes are offline; decrypt early once nothing more can arrive."""
+        if message.state is Liveness.OFFLINE:
+            self.offline.add(message.node)
+        else:
+            self.offline.discard(message.node)
+        if self.state is LearnerState.COLLECTING and self._received and not self.awaited:
+            return self._decrypt()
+        return []
+
+    def _carries(self) -> Mapping[str, frozenset[str]]:
+        """Return every accepted sender mapped to the providers that can reach the learner through it."""
+        if not self.config.rerouted_inputs:
+            return self.config.inputs
+        return {**self.config.rerouted_inputs, **self.config.inputs}
 
     def _decrypt(self) -> list[Action]:
         contributors = tuple(sorted(self._counted()))
@@ -279,13 +377,24 @@ class LearnerProtocol:
     def _open_round(self, round: int) -> PublishRound:
         self.round = round
         self._received = {}
+        providers = self.config.providers or sorted(set().union(*self.config.inputs.values()))
+        participants = sample_participants(
+            providers,
+            fraction=self.config.sample_fraction,
+            minimum=self.config.min_contributors,
+            seed=self.config.seed,
+            round=round,
+        )
+        self.participants = None if participants is None else frozenset(participants)
         start = RoundStart(
             job=self.config.job,
             run=self.run,
             round=round,
             theta=tuple(float(x) for x in self.theta),
             public_key=self.public_key.n,
+            public_key_hs=self.public_key.hs,
             timeout=float(self.config.round_timeout),
+            participants=participants,
         )
         return PublishRound(message=start)
 

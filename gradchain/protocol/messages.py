@@ -54,6 +54,15 @@ def _check_theta(value: object) -> None:
             raise ProtocolError(f"invalid theta[{index}]: expected a finite float")
 
 
+def _check_id_list(value: object, field: str) -> None:
+    if not isinstance(value, tuple) or not value:
+        raise ProtocolError(f"invalid {field}: expected a non-empty list of node ids")
+    for item in value:
+        _check_id(item, field[:-1] if field.endswith("s") else field)
+    if len(set(value)) != len(value):
+        raise ProtocolError(f"invalid {field}: {sorted(value)} names a node twice")
+
+
 def _shorten(value: object, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -66,6 +75,10 @@ class RoundStart:
     ``public_key`` is the learner's Paillier modulus n; every contribution of
     the round is encrypted under it. ``timeout`` is how many seconds the
     learner waits for the round's totals before it repeats the round.
+    ``participants`` lists the providers sampled to contribute this round;
+    None means every provider of the topology. ``public_key_hs`` is the DJN
+    obfuscator base h_s = h^n mod n² of a DJN key, or None for a plain
+    Paillier key.
     """
 
     job: str
@@ -74,6 +87,8 @@ class RoundStart:
     theta: tuple[float, ...]
     public_key: int
     timeout: float
+    participants: tuple[str, ...] | None = None
+    public_key_hs: int | None = None
 
     def __post_init__(self) -> None:
         _check_id(self.job, "job id")
@@ -84,6 +99,13 @@ class RoundStart:
             raise ProtocolError("invalid public_key: expected an odd Paillier modulus n")
         if not isinstance(self.timeout, float) or not (0 < self.timeout < math.inf):
             raise ProtocolError(f"invalid timeout {_shorten(self.timeout)}: expected seconds > 0")
+        if self.participants is not None:
+            _check_id_list(self.participants, "participants")
+        hs = self.public_key_hs
+        if hs is not None and (
+            not isinstance(hs, int) or isinstance(hs, bool) or not 1 < hs < self.public_key**2 - 1
+        ):
+            raise ProtocolError("invalid public_key_hs: expected an integer with 1 < h_s < n² - 1")
 
     def __str__(self) -> str:
         return (
@@ -160,6 +182,33 @@ class JobDone:
         return f"JobDone(job={self.job}, run={self.run[:8]}, round={self.round}, {self.reason})"
 
 
+@dataclass(frozen=True, kw_only=True)
+class Ack:
+    """Node ``sender`` received the contribution that ``of`` sent for ``round`` of run ``run``.
+
+    The receiver sends an Ack for every contribution it counted, had already
+    counted, or no longer needs because the round has moved on, so that ``of``
+    stops resending it. An Ack does not promise that the contribution is in
+    the round's total.
+    """
+
+    job: str
+    run: str
+    round: int
+    sender: str
+    of: str
+
+    def __post_init__(self) -> None:
+        _check_id(self.job, "job id")
+        _check_run(self.run)
+        _check_round(self.round)
+        _check_id(self.sender, "sender")
+        _check_id(self.of, "acknowledged sender")
+
+    def __str__(self) -> str:
+        return f"Ack(job={self.job}, run={self.run[:8]}, round={self.round}, {self.sender} has {self.of})"
+
+
 class Liveness(str, Enum):
     ONLINE = "online"
     OFFLINE = "offline"
@@ -182,4 +231,4 @@ class Status:
         _check_run(self.instance)
 
 
-Message = RoundStart | Contribution | JobDone | Status
+Message = RoundStart | Contribution | Ack | JobDone | Status

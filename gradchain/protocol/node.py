@@ -3,28 +3,39 @@
 A node learns from the topology which nodes feed it (its inputs) and where
 its sum goes (its successor). Each round it:
 
-1. receives ``RoundStart`` and, if it holds data, asks its shell to compute
-   and encrypt its own contribution at once, without waiting for its inputs;
+1. receives ``RoundStart`` and, if it holds data and is among the round's
+   participants, asks its shell to compute and encrypt its own contribution
+   at once, without waiting for its inputs;
 2. collects one ``Contribution`` from each input, checking that every
-   ciphertext is in Z*_{n²} and that no provider is counted twice;
-3. once it has every input and its own share, adds them homomorphically and
-   forwards exactly one ``Contribution`` to its successor.
+   ciphertext is in Z*_{n²} and that no provider is counted twice, and queues
+   an ``Ack`` for the sender (see :meth:`NodeProtocol.acks_to_send`);
+3. once nothing more can arrive, or at its deadline, adds what it has
+   homomorphically and forwards exactly one ``Contribution`` to the first
+   online node on its path to the learner, resending it until an ``Ack``
+   comes back or the round is over.
 
-Messages that do not fit (another job or run, an old round, a sender that is
-not an input, a duplicate) raise a :class:`~gradchain.errors.ProtocolError`
-subclass; the shell logs it and the sum is left untouched.
+The node stops waiting for an input that is offline, or through which no
+participant can arrive; the inputs of an offline node send around it. The
+deadline is ``RoundStart.timeout`` times ``NodeConfig.deadline_share``; the
+shell calls :meth:`NodeProtocol.deadline_reached` when it passes.
+
+Messages that do not fit (another job or run, an old round, a sender whose
+path does not pass through this node, a duplicate) raise a
+:class:`~gradchain.errors.ProtocolError` subclass; the shell logs it and the
+sum is left untouched.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from ..crypto import PublicKey
 from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
-from .events import Action, ComputeContribution, Dropped, Finished, SendContribution
-from .messages import Contribution, JobDone, Message, RoundStart, Status
+from .events import Action, ComputeContribution, Dropped, Finished, SendAck, SendContribution
+from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
+from .routing import awaited_senders, next_online
 
 
 class NodeState(Enum):
@@ -39,6 +50,7 @@ class NodeEvent(Enum):
     CONTRIBUTION = "contribution"
     OWN_CONTRIBUTION = "own contribution"
     FORWARD = "forward"
+    ACK = "ack"
     JOB_DONE = "job done"
 
 
@@ -50,6 +62,7 @@ NODE_TRANSITIONS: dict[tuple[NodeState, NodeEvent], NodeState] = {
     (NodeState.COLLECTING, NodeEvent.CONTRIBUTION): NodeState.COLLECTING,
     (NodeState.COLLECTING, NodeEvent.OWN_CONTRIBUTION): NodeState.COLLECTING,
     (NodeState.COLLECTING, NodeEvent.FORWARD): NodeState.FORWARDED,
+    (NodeState.FORWARDED, NodeEvent.ACK): NodeState.FORWARDED,
     (NodeState.IDLE, NodeEvent.JOB_DONE): NodeState.FINISHED,
     (NodeState.COLLECTING, NodeEvent.JOB_DONE): NodeState.FINISHED,
     (NodeState.FORWARDED, NodeEvent.JOB_DONE): NodeState.FINISHED,
@@ -81,6 +94,17 @@ class NodeConfig:
     key_bits: int
     #: Fingerprint the learner's key must have, when the topology pins one.
     key_fingerprint: str | None = None
+    #: Nodes after ``successor`` on the path to the learner, which ends the tuple.
+    #: The node sends to the first of them that is online while ``successor`` is offline.
+    fallbacks: tuple[str, ...] = ()
+    #: Nodes further upstream whose path passes through this node, each mapped to
+    #: the providers whose contributions can reach us through it. They send here
+    #: while the nodes between them and us are offline.
+    rerouted_inputs: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: The direct inputs of each node in ``inputs`` and ``rerouted_inputs``.
+    feeders: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: Fraction of ``RoundStart.timeout`` after which the node forwards what it has.
+    deadline_share: float = 1.0
 
 
 class NodeProtocol:
@@ -98,6 +122,17 @@ class NodeProtocol:
         self._received: dict[str, Contribution] = {}
         self._own: tuple[int, ...] | None = None
         self._early: dict[tuple[str, int, str], Contribution] = {}
+        #: Providers asked to contribute this round; None means every provider.
+        self.participants: frozenset[str] | None = None
+        #: Nodes whose latest retained status says offline.
+        self.offline: set[str] = set()
+        #: ``RoundStart.timeout`` of the current round, in seconds.
+        self.timeout: float | None = None
+        self._past_deadline = False
+        #: The contribution this node forwarded this round, until the round ends.
+        self._outgoing: SendContribution | None = None
+        self._acked_by: str | None = None
+        self._acks: list[SendAck] = []
 
     def _transition(self, event: NodeEvent) -> None:
         try:
@@ -113,20 +148,93 @@ class NodeProtocol:
             return self._round_start(message)
         if isinstance(message, Contribution):
             return self._contribution(message)
+        if isinstance(message, Ack):
+            return self._ack(message)
         if isinstance(message, JobDone):
             return self._job_done(message)
         if isinstance(message, Status):
-            return []
+            return self._status(message)
         raise ProtocolError(f"unexpected message {type(message).__name__}")
+
+    def acks_to_send(self) -> list[SendAck]:
+        """Return and clear the Acks queued by :meth:`receive`.
+
+        A contribution that was counted, had already been counted, or came
+        too late for its round is acknowledged so that its sender stops
+        resending it. An invalid one is not, so that the sender's next attempt
+        can replace a copy damaged on the way. The shell calls this after
+        every :meth:`receive`, also when it raised.
+        """
+        acks, self._acks = self._acks, []
+        return acks
+
+    @property
+    def deadline_delay(self) -> float | None:
+        """Seconds after this round's RoundStart at which the node forwards what it has.
+
+        None before the first round.
+        """
+        if self.timeout is None:
+            return None
+        return self.timeout * self.config.deadline_share
+
+    @property
+    def awaited(self) -> frozenset[str]:
+        """Upstream nodes from which a contribution can still arrive this round."""
+        return awaited_senders(
+            self.config.inputs,
+            feeders=self.config.feeders,
+            carries=self._carries(),
+            received=self._received.keys(),
+            counted=self._counted(),
+            offline=self.offline,
+            participants=self.participants,
+        )
+
+    @property
+    def acknowledged(self) -> bool:
+        """Whether a node downstream acknowledged this round's forwarded contribution."""
+        return self._acked_by is not None
+
+    def deadline_reached(self, round: int) -> list[Action]:
+        """Forward what the node has for ``round`` because its deadline passed.
+
+        A node that has nothing yet forwards nothing now, and forwards the
+        first input or own contribution that arrives later in the round.
+        """
+        if round != self.round or self.state is not NodeState.COLLECTING:
+            return []
+        self._past_deadline = True
+        return self._forward_if_complete()
+
+    def retry_due(self, round: int) -> list[Action]:
+        """Return the resend of ``round``'s forwarded contribution while no Ack has come back.
+
+        The resend goes to the first online node on the path, which may have
+        changed since the last attempt. Returns nothing once the contribution
+        is acknowledged or the round is over.
+        """
+        if round != self.round or self.state is not NodeState.FORWARDED:
+            return []
+        if self._outgoing is None or self._acked_by is not None:
+            return []
+        return [self._route(self._outgoing.message, reason="retry")]
 
     def own_contribution_ready(self, round: int, ciphertexts: Sequence[int]) -> list[Action]:
         """Accept this node's own encrypted contribution for ``round``."""
-        if self.state is not NodeState.COLLECTING or round != self.round:
+        if round != self.round:
             raise StaleMessageError(
                 f"own contribution for round {round} arrived after the node moved to round {self.round}"
             )
+        if self.state is not NodeState.COLLECTING:
+            raise StaleMessageError(
+                f"own contribution for round {round} arrived after the node forwarded its sum",
+                round=round,
+            )
         if not self.config.is_provider:
             raise ProtocolError(f"node {self.config.node_id} holds no data but produced a contribution")
+        if not self._participates():
+            raise ProtocolError(f"node {self.config.node_id} is not a participant of round {round}", round=round)
         if self._own is not None:
             raise DuplicateMessageError("own contribution computed twice", round=round)
         self._check_ciphertexts(tuple(ciphertexts), sender=self.config.node_id, round=round)
@@ -147,7 +255,10 @@ class NodeProtocol:
                 f"theta has {len(message.theta)} parameters, the topology says {self.config.parameters}",
                 round=message.round,
             )
-        key = PublicKey(n=message.public_key)
+        try:
+            key = PublicKey(n=message.public_key, hs=message.public_key_hs)
+        except (TypeError, ValueError) as error:
+            raise ProtocolError(f"invalid public key: {error}", round=message.round) from error
         if key.n.bit_length() != self.config.key_bits:
             raise ProtocolError(
                 f"the learner's key has {key.n.bit_length()} bits, the topology says {self.config.key_bits}",
@@ -166,11 +277,21 @@ class NodeProtocol:
         self.public_key = key
         self._received = {}
         self._own = None
+        self.participants = None if message.participants is None else frozenset(message.participants)
+        self.timeout = message.timeout
+        self._past_deadline = False
+        self._outgoing = None
+        self._acked_by = None
 
         actions: list[Action] = []
-        if self.config.is_provider:
+        if self.config.is_provider and self._participates():
             actions.append(
-                ComputeContribution(round=message.round, theta=message.theta, public_key=message.public_key)
+                ComputeContribution(
+                    round=message.round,
+                    theta=message.theta,
+                    public_key=message.public_key,
+                    public_key_hs=message.public_key_hs,
+                )
             )
         early = [c for (run, rnd, _), c in self._early.items() if run == self.run and rnd == self.round]
         self._early = {k: c for k, c in self._early.items() if k[0] == self.run and k[1] > self.round}
@@ -184,35 +305,48 @@ class NodeProtocol:
         return actions
 
     def _contribution(self, message: Contribution) -> list[Action]:
-        if message.sender not in self.config.inputs:
+        carries = self._carries()
+        if message.sender not in carries:
             raise ProtocolError(
-                f"{message.sender!r} is not an input of node {self.config.node_id}",
+                f"{message.sender!r} is not an input of node {self.config.node_id}, "
+                "and its path to the learner does not pass through this node",
                 sender=message.sender,
                 round=message.round,
             )
         if message.run != self.run or message.round > self.round:
             return self._keep_early(message)
         if message.round < self.round:
+            self._queue_ack(message)
             raise StaleMessageError("round already closed", sender=message.sender, round=message.round)
         if message.sender in self._received:
+            self._queue_ack(message)
             raise DuplicateMessageError("contribution already counted", sender=message.sender, round=message.round)
         if self.state is not NodeState.COLLECTING:
+            self._queue_ack(message)
             raise StaleMessageError(
                 f"the node already forwarded its sum (state {self.state.value})",
                 sender=message.sender,
                 round=message.round,
             )
 
-        allowed = self.config.inputs[message.sender]
-        unknown = sorted(set(message.contributors) - allowed)
+        unknown = sorted(set(message.contributors) - carries[message.sender])
         if unknown:
             raise ProtocolError(
                 f"contributors {unknown} cannot reach this node through {message.sender!r}",
                 sender=message.sender,
                 round=message.round,
             )
+        if self.participants is not None:
+            outsiders = sorted(set(message.contributors) - self.participants)
+            if outsiders:
+                raise ProtocolError(
+                    f"contributors {outsiders} are not participants of this round",
+                    sender=message.sender,
+                    round=message.round,
+                )
         overlap = sorted(set(message.contributors) & self._counted())
         if overlap:
+            self._queue_ack(message)
             raise DuplicateMessageError(
                 f"contributors {overlap} are already in this round's sum",
                 sender=message.sender,
@@ -222,20 +356,79 @@ class NodeProtocol:
 
         self._transition(NodeEvent.CONTRIBUTION)
         self._received[message.sender] = message
+        self._queue_ack(message)
         return self._forward_if_complete()
+
+    def _queue_ack(self, message: Contribution) -> None:
+        ack = Ack(
+            job=self.config.job,
+            run=message.run,
+            round=message.round,
+            sender=self.config.node_id,
+            of=message.sender,
+        )
+        self._acks.append(SendAck(to=message.sender, message=ack))
+
+    def _ack(self, message: Ack) -> list[Action]:
+        if message.of != self.config.node_id:
+            raise ProtocolError(
+                f"Ack for {message.of!r} reached node {self.config.node_id}", sender=message.sender
+            )
+        if message.run != self.run or message.round != self.round:
+            raise StaleMessageError("Ack for another round", sender=message.sender, round=message.round)
+        if self.state is not NodeState.FORWARDED or self._outgoing is None:
+            raise StaleMessageError(
+                f"Ack while the node has nothing outstanding (state {self.state.value})",
+                sender=message.sender,
+                round=message.round,
+            )
+        if message.sender not in (self.config.successor, *self.config.fallbacks):
+            raise ProtocolError(
+                f"Ack from {message.sender!r}, which is not on this node's path to the learner",
+                sender=message.sender,
+                round=message.round,
+            )
+        if self._acked_by is not None:
+            raise DuplicateMessageError("Ack already received", sender=message.sender, round=message.round)
+        self._transition(NodeEvent.ACK)
+        self._acked_by = message.sender
+        return []
+
+    def _status(self, message: Status) -> list[Action]:
+        """Track which nodes are offline, and reroute or forward when that changes the round."""
+        if message.node == self.config.node_id:
+            return []
+        if message.state is Liveness.OFFLINE:
+            self.offline.add(message.node)
+        else:
+            self.offline.discard(message.node)
+        if self.state is NodeState.COLLECTING:
+            return self._forward_if_complete()
+        if (
+            self.state is NodeState.FORWARDED
+            and self._outgoing is not None
+            and self._acked_by is None
+            and message.node == self._outgoing.to
+            and message.state is Liveness.OFFLINE
+        ):
+            return [self._route(self._outgoing.message, reason="reroute")]
+        return []
 
     def _keep_early(self, message: Contribution) -> list[Action]:
         """Buffer a contribution that overtook its RoundStart on another topic."""
         key = (message.run, message.round, message.sender)
         if key in self._early:
+            self._queue_ack(message)
             raise DuplicateMessageError("early contribution already buffered", sender=message.sender)
         if len(self._early) >= self.MAX_EARLY:
+            # Not acknowledged: the sender resends it, by which time the round may have started here.
             raise StaleMessageError(
                 "too many contributions for rounds that have not started here",
                 sender=message.sender,
                 round=message.round,
             )
         self._early[key] = message
+        self._queue_ack(message)
         return []
 
     def _job_done(self, message: JobDone) -> list[Action]:
@@ -256,6 +449,15 @@ class NodeProtocol:
             counted.update(contribution.contributors)
         return counted
 
+    def _carries(self) -> Mapping[str, frozenset[str]]:
+        """Return every accepted sender mapped to the providers that can reach us through it."""
+        if not self.config.rerouted_inputs:
+            return self.config.inputs
+        return {**self.config.rerouted_inputs, **self.config.inputs}
+
+    def _participates(self) -> bool:
+        return self.participants is None or self.config.node_id in self.participants
+
     def _check_ciphertexts(self, ciphertexts: tuple[int, ...], *, sender: str, round: int) -> None:
         assert self.public_key is not None
         expected = self.config.ciphertext_count
@@ -263,19 +465,28 @@ class NodeProtocol:
             raise ProtocolError(
                 f"expected {expected} ciphertexts, got {len(ciphertexts)}", sender=sender, round=round
             )
-        for index, value in enumerate(ciphertexts):
-            if not self.public_key.is_valid_ciphertext(value):
-                raise ProtocolError(
-                    f"ciphertext {index} is not in Z*_(n^2) for the learner's key",
-                    sender=sender,
-                    round=round,
-                )
+        index = self.public_key.first_invalid_ciphertext(ciphertexts)
+        if index is not None:
+            raise ProtocolError(
+                f"ciphertext {index} is not in Z*_(n^2) for the learner's key",
+                sender=sender,
+                round=round,
+            )
 
     def _forward_if_complete(self) -> list[Action]:
-        if self.config.is_provider and self._own is None:
+        """Forward the sum when nothing more can arrive, or when anything is there after the deadline."""
+        if self.state is not NodeState.COLLECTING:
             return []
-        if set(self._received) != set(self.config.inputs):
+        has_something = self._own is not None or bool(self._received)
+        if self._past_deadline:
+            return self._forward(reason="deadline") if has_something else []
+        if self.config.is_provider and self._participates() and self._own is None:
             return []
+        if self.awaited or not has_something:
+            return []
+        return self._forward(reason="complete")
+
+    def _forward(self, *, reason: str) -> list[Action]:
         assert self.public_key is not None and self.run is not None
         total: tuple[int, ...] | None = self._own
         contributors = set(self._counted())
@@ -298,4 +509,11 @@ class NodeProtocol:
             contributors=tuple(sorted(contributors)),
             ciphertexts=total,
         )
-        return [SendContribution(to=self.config.successor, message=message)]
+        return [self._route(message, reason=reason)]
+
+    def _route(self, message: Contribution, *, reason: str) -> SendContribution:
+        """Address ``message`` to the first online node on the path and remember it for resending."""
+        target, skipped = next_online((self.config.successor, *self.config.fallbacks), self.offline)
+        action = SendContribution(to=target, message=message, reason=reason, skipped=skipped)
+        self._outgoing = action
+        return action

@@ -19,7 +19,7 @@ from typing import Any
 import msgpack
 
 from ..errors import ProtocolError
-from .messages import Contribution, JobDone, Message, Liveness, RoundStart, Status
+from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
 
 WIRE_VERSION = 1
 
@@ -49,6 +49,10 @@ def encode(message: Message, *, ciphertext_bytes: int | None = None) -> bytes:
             "public_key": _int_to_bytes(message.public_key),
             "timeout": message.timeout,
         }
+        if message.participants is not None:
+            body["participants"] = list(message.participants)
+        if message.public_key_hs is not None:
+            body["public_key_hs"] = _int_to_bytes(message.public_key_hs)
     elif isinstance(message, Contribution):
         width = ciphertext_bytes
         if width is None:
@@ -69,6 +73,15 @@ def encode(message: Message, *, ciphertext_bytes: int | None = None) -> bytes:
             "sender": message.sender,
             "contributors": list(message.contributors),
             "ciphertexts": ciphertexts,
+        }
+    elif isinstance(message, Ack):
+        body = {
+            "type": "ack",
+            "job": message.job,
+            "run": message.run,
+            "round": message.round,
+            "sender": message.sender,
+            "of": message.of,
         }
     elif isinstance(message, JobDone):
         body = {
@@ -120,10 +133,11 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
     if parser is None:
         raise ProtocolError(f"unknown message type {kind!r}: expected one of {sorted(_PARSERS)}")
-    expected = _FIELDS[kind] | {"v", "type"}
-    if set(body) != expected:
-        missing = sorted(expected - set(body))
-        unknown = sorted(set(body) - expected)
+    required = _FIELDS[kind] | {"v", "type"}
+    allowed = required | _OPTIONAL_FIELDS.get(kind, set())
+    if not required <= set(body) <= allowed:
+        missing = sorted(required - set(body))
+        unknown = sorted(set(body) - allowed)
         raise ProtocolError(f"invalid {kind} message: missing fields {missing}, unknown fields {unknown}")
     return parser(body)
 
@@ -155,6 +169,15 @@ def _parse_round_start(body: dict[str, Any]) -> RoundStart:
     public_key = _field(body, "public_key", bytes)
     if len(public_key) > MAX_CIPHERTEXT_BYTES:
         raise ProtocolError(f"invalid public_key: {len(public_key)} bytes is too long")
+    participants = None
+    if "participants" in body:
+        participants = _string_list(body, "participants")
+    public_key_hs = None
+    if "public_key_hs" in body:
+        hs_bytes = _field(body, "public_key_hs", bytes)
+        if len(hs_bytes) > MAX_CIPHERTEXT_BYTES:
+            raise ProtocolError(f"invalid public_key_hs: {len(hs_bytes)} bytes is too long")
+        public_key_hs = int.from_bytes(hs_bytes, "big")
     return RoundStart(
         job=_field(body, "job", str),
         run=_field(body, "run", str),
@@ -162,7 +185,16 @@ def _parse_round_start(body: dict[str, Any]) -> RoundStart:
         theta=_float_list(body, "theta"),
         public_key=int.from_bytes(public_key, "big"),
         timeout=float(_field(body, "timeout", (float, int))),
+        participants=participants,
+        public_key_hs=public_key_hs,
     )
+
+
+def _string_list(body: dict[str, Any], name: str) -> tuple[str, ...]:
+    values = _field(body, name, list)
+    if not all(isinstance(item, str) for item in values):
+        raise ProtocolError(f"invalid field {name!r}: expected a list of strings")
+    return tuple(values)
 
 
 def _parse_contribution(body: dict[str, Any]) -> Contribution:
@@ -187,6 +219,16 @@ def _parse_contribution(body: dict[str, Any]) -> Contribution:
         sender=_field(body, "sender", str),
         contributors=tuple(contributors),
         ciphertexts=tuple(int.from_bytes(item, "big") for item in raw),
+    )
+
+
+def _parse_ack(body: dict[str, Any]) -> Ack:
+    return Ack(
+        job=_field(body, "job", str),
+        run=_field(body, "run", str),
+        round=_field(body, "round", int),
+        sender=_field(body, "sender", str),
+        of=_field(body, "of", str),
     )
 
 
@@ -217,6 +259,7 @@ def _parse_status(body: dict[str, Any]) -> Status:
 _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
     "round_start": _parse_round_start,
     "contribution": _parse_contribution,
+    "ack": _parse_ack,
     "job_done": _parse_job_done,
     "status": _parse_status,
 }
@@ -224,6 +267,14 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], Message]] = {
 _FIELDS: dict[str, set[str]] = {
     "round_start": {"job", "run", "round", "theta", "public_key", "timeout"},
     "contribution": {"job", "run", "round", "sender", "contributors", "ciphertexts"},
+    "ack": {"job", "run", "round", "sender", "of"},
     "job_done": {"job", "run", "round", "theta", "reason"},
     "status": {"job", "node", "state", "instance"},
+}
+
+#: Fields a message type may leave out. A RoundStart without ``participants``
+#: asks every provider to contribute. One without ``public_key_hs`` carries a
+#: plain Paillier key instead of a DJN key.
+_OPTIONAL_FIELDS: dict[str, set[str]] = {
+    "round_start": {"participants", "public_key_hs"},
 }

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gradchain.errors import TopologyError
+from gradchain.errors import SettingsFileError, TopologyError
 
 
 def describe_value(value: object) -> str:
@@ -42,21 +42,23 @@ class Table:
 
     ``prefix`` is prepended to key names in errors, for example ``"job."``.
     ``node_id`` is set for a ``[[nodes]]`` table once its id is known.
+    ``error_type`` is the exception the checks raise.
     """
 
     values: Mapping[str, object]
     file: str
     prefix: str = ""
     node_id: str | None = None
+    error_type: type[SettingsFileError] = TopologyError
 
-    def error(self, key: str, reason: str, fix: str | None = None) -> TopologyError:
-        """Build a TopologyError located at ``key`` of this table."""
-        return TopologyError(
+    def error(self, key: str, reason: str, fix: str | None = None) -> SettingsFileError:
+        """Build an ``error_type`` exception located at ``key`` of this table."""
+        return self.error_type(
             reason, path=self.file, node_id=self.node_id, key=self.prefix + key, fix=fix
         )
 
     def reject_unknown_keys(self, allowed: tuple[str, ...]) -> None:
-        """Raise TopologyError for the first key that is not in ``allowed``."""
+        """Raise ``error_type`` for the first key that is not in ``allowed``."""
         for key in self.values:
             if key not in allowed:
                 raise self.error(key, "unknown key", f"allowed keys: {', '.join(allowed)}")
@@ -68,7 +70,7 @@ class Table:
             raise self.error(key, f"missing required key, expected {expected}")
         return default
 
-    def _type_error(self, key: str, expected: str, value: object) -> TopologyError:
+    def _type_error(self, key: str, expected: str, value: object) -> SettingsFileError:
         return self.error(key, f"expected {expected}, got {describe_value(value)}")
 
     def get_int(self, key: str, default: int | None = None) -> int:
@@ -78,6 +80,12 @@ class Table:
         if isinstance(value, bool) or not isinstance(value, int):
             raise self._type_error(key, "an integer", value)
         return value
+
+    def get_optional_int(self, key: str) -> int | None:
+        """Return an integer value, or None when the key is absent."""
+        if key not in self.values:
+            return None
+        return self.get_int(key)
 
     def get_float(self, key: str, default: float | None = None) -> float:
         """Return a finite number as a float, accepting integers.
@@ -129,6 +137,6 @@ class Table:
         return tuple(value)
 
     def require(self, key: str, condition: bool, reason: str, fix: str | None = None) -> None:
-        """Raise TopologyError at ``key`` unless ``condition`` holds."""
+        """Raise ``error_type`` at ``key`` unless ``condition`` holds."""
         if not condition:
             raise self.error(key, reason, fix)

@@ -1,11 +1,14 @@
-"""Generate chain and tree topologies over a built-in data set.
+"""Generate chain and tree topologies over a data set.
 
 Each generator splits the data set into a training set and a held-out test
-set, deals the training rows among the providers and writes:
+set (:func:`gradchain.data.load_split`), deals the training rows among the
+providers and writes:
 
 - ``<data_dir>/<provider id>.npz`` for every provider;
 - ``<data_dir>/eval.npz`` with the test set for the learner, unless
   ``test_fraction`` is 0;
+- any file the data set comes with, such as ``standardisation.json`` for
+  "warfarin", into ``<data_dir>``;
 - the topology file, whose paths are relative to its own folder. The key
   paths point into ``<keys_dir>``, where the learner creates the key files.
 
@@ -19,7 +22,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -28,13 +31,16 @@ import tomli_w
 
 from gradchain.data import (
     Dataset,
-    load_builtin,
+    DataSplit,
     load_data_file,
+    load_split,
     save_npz,
+    split_groups,
     split_rows,
-    train_test_split,
 )
 from gradchain.errors import ConfigError
+from gradchain.models.interface import parameter_count
+from gradchain.models.registry import get_model, resolve_settings
 from gradchain.topology.load import load_topology, parse_topology
 
 logger = logging.getLogger(__name__)
@@ -55,6 +61,17 @@ class _Settings:
     key_bits: int
     frac_bits: int
     clip: float
+    packing: bool
+    value_bits: int | None
+    djn: bool
+    obfuscator_bits: int | None
+    pool_size: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Source:
+    data_path: str | os.PathLike[str] | None
+    model_settings: dict[str, int | float]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,14 +112,27 @@ def write_chain(
     key_bits: int = 2048,
     frac_bits: int = 32,
     clip: float = 2.0**20,
+    packing: bool = True,
+    value_bits: int | None = None,
+    djn: bool = True,
+    obfuscator_bits: int | None = None,
+    pool_size: int | None = None,
     seed: int = 0,
     test_fraction: float = 0.2,
+    data_path: str | os.PathLike[str] | None = None,
+    model_settings: Mapping[str, int | float] | None = None,
 ) -> Path:
     """Write a chain p1 -> p2 -> ... -> pN -> learner and return the topology file's path.
 
     ``job_id`` defaults to ``<dataset_name>-chain``. ``data_dir`` and
     ``keys_dir`` are relative to ``out_dir``. Every provider is a node with
-    data, and the chain takes N hops. Raises ConfigError for invalid settings,
+    data, and the chain takes N hops. The job's model is the one the data
+    set is prepared for (:data:`gradchain.data.DATASET_MODELS`), and
+    ``model_settings`` becomes its ``[model]`` table, for example
+    ``{"components": 4}`` for "digits". ``data_path`` is the source file or
+    folder of "warfarin" and "movielens" (see
+    :func:`gradchain.data.load_split`). job.features is the number of
+    parameters the model needs for the data. Raises ConfigError for invalid settings,
     for more providers than training rows, and when the topology file or a
     data file with different contents exists and ``overwrite`` is False.
     """
@@ -137,9 +167,15 @@ def write_chain(
             key_bits=key_bits,
             frac_bits=frac_bits,
             clip=clip,
+            packing=packing,
+            value_bits=value_bits,
+            djn=djn,
+            obfuscator_bits=obfuscator_bits,
+            pool_size=pool_size,
         ),
         seed=seed,
         test_fraction=test_fraction,
+        source=_Source(data_path=data_path, model_settings=dict(model_settings or {})),
     )
 
 
@@ -165,8 +201,15 @@ def write_tree(
     key_bits: int = 2048,
     frac_bits: int = 32,
     clip: float = 2.0**20,
+    packing: bool = True,
+    value_bits: int | None = None,
+    djn: bool = True,
+    obfuscator_bits: int | None = None,
+    pool_size: int | None = None,
     seed: int = 0,
     test_fraction: float = 0.2,
+    data_path: str | os.PathLike[str] | None = None,
+    model_settings: Mapping[str, int | float] | None = None,
 ) -> Path:
     """Write a tree with providers as leaves and aggregators above, and return the file's path.
 
@@ -212,9 +255,15 @@ def write_tree(
             key_bits=key_bits,
             frac_bits=frac_bits,
             clip=clip,
+            packing=packing,
+            value_bits=value_bits,
+            djn=djn,
+            obfuscator_bits=obfuscator_bits,
+            pool_size=pool_size,
         ),
         seed=seed,
         test_fraction=test_fraction,
+        source=_Source(data_path=data_path, model_settings=dict(model_settings or {})),
     )
 
 
@@ -254,14 +303,18 @@ def _write(
     settings: _Settings,
     seed: int,
     test_fraction: float,
+    source: _Source,
 ) -> Path:
     for name, folder in (("data_dir", layout.data_dir), ("keys_dir", layout.keys_dir)):
         if Path(folder).is_absolute():
             raise ConfigError(f"{name} must be relative to out_dir, got {folder!r}")
 
-    dataset = load_builtin(dataset_name, test_fraction=test_fraction, seed=seed)
-    train, test = train_test_split(dataset, test_fraction, seed)
-    shards = split_rows(train, providers, seed)
+    split = load_split(dataset_name, path=source.data_path, test_fraction=test_fraction, seed=seed)
+    train, test = split.train, split.test
+    if split.train_groups is None:
+        shards = split_rows(train, providers, seed)
+    else:
+        shards = split_groups(train, split.train_groups, providers, seed)
 
     provider_ids = [node_id for node_id in next_hops if node_id not in aggregators]
     files = {
@@ -271,15 +324,29 @@ def _write(
     if test.rows > 0:
         files[layout.data_path("eval")] = test
 
+    extra_files = {
+        str(PurePosixPath(layout.data_dir) / name): text for name, text in split.extra_files.items()
+    }
     document = _document(
-        job_id, dataset.features, next_hops, files, layout=layout, settings=settings
+        job_id,
+        _parameters(split, source.model_settings),
+        next_hops,
+        files,
+        layout=layout,
+        settings=settings,
+        model=split.model,
+        model_settings=source.model_settings,
     )
     # Validate everything except the data files, which do not exist yet.
     parse_topology(document, layout.topology_file, check_files=False)
     _check_overwrite(layout, files)
+    _check_overwrite_text(layout, extra_files)
 
     for relative, part in files.items():
         save_npz(layout.out_dir / relative, part.X, part.y)
+    for relative, text in extra_files.items():
+        (layout.out_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        (layout.out_dir / relative).write_text(text, encoding="utf-8")
     header = (
         f"# {description}, data set {dataset_name}, seed {seed}.\n"
         "# Written by gradchain.topology.generate. The learner creates the key files.\n\n"
@@ -292,6 +359,14 @@ def _write(
     return layout.topology_file
 
 
+def _parameters(split: DataSplit, model_settings: Mapping[str, int | float]) -> int:
+    """Return the number of parameters the data set's model needs for all its rows."""
+    model = get_model(split.model, model_settings)
+    X = np.vstack([split.train.X, split.test.X])
+    y = np.concatenate([split.train.y, split.test.y])
+    return parameter_count(model, X, y)
+
+
 def _document(
     job_id: str,
     features: int,
@@ -300,6 +375,8 @@ def _document(
     *,
     layout: _Layout,
     settings: _Settings,
+    model: str,
+    model_settings: Mapping[str, int | float],
 ) -> dict[str, object]:
     keys = PurePosixPath(layout.keys_dir)
     learner: dict[str, object] = {
@@ -319,10 +396,10 @@ def _document(
         node["next"] = [successor]
         nodes.append(node)
 
-    return {
+    document: dict[str, object] = {
         "job": {
             "id": job_id,
-            "model": "logistic",
+            "model": model,
             "features": features,
             "rounds": settings.rounds,
             "tolerance": settings.tolerance,
@@ -333,14 +410,33 @@ def _document(
             "randomise": settings.randomise,
             "round_timeout": settings.round_timeout,
         },
-        "crypto": {
-            "key_bits": settings.key_bits,
-            "frac_bits": settings.frac_bits,
-            "clip": settings.clip,
-        },
+        "crypto": _crypto_table(settings),
         "learner": learner,
         "nodes": nodes,
     }
+    if model_settings:
+        # Fills in defaults and raises ConfigError for an unknown or invalid key.
+        resolve_settings(model, model_settings)
+        document["model"] = dict(model_settings)
+    return document
+
+
+def _crypto_table(settings: _Settings) -> dict[str, object]:
+    """Return the ``[crypto]`` table, leaving out the optional settings that are None."""
+    table: dict[str, object] = {
+        "key_bits": settings.key_bits,
+        "frac_bits": settings.frac_bits,
+        "clip": settings.clip,
+        "packing": settings.packing,
+        "djn": settings.djn,
+    }
+    optional = {
+        "value_bits": settings.value_bits,
+        "obfuscator_bits": settings.obfuscator_bits,
+        "pool_size": settings.pool_size,
+    }
+    table.update({key: value for key, value in optional.items() if value is not None})
+    return table
 
 
 def _check_overwrite(layout: _Layout, files: dict[str, Dataset]) -> None:
@@ -360,6 +456,19 @@ def _check_overwrite(layout: _Layout, files: dict[str, Dataset]) -> None:
         if path.exists() and not _same_arrays(path, part):
             raise ConfigError(
                 f"{path} already exists with different data "
+                "(pass overwrite=True to replace it, or choose another data_dir)"
+            )
+
+
+def _check_overwrite_text(layout: _Layout, files: Mapping[str, str]) -> None:
+    """Raise ConfigError when an extra file exists with other contents and overwrite is False."""
+    if layout.overwrite:
+        return
+    for relative, text in files.items():
+        path = layout.out_dir / relative
+        if path.exists() and path.read_text(encoding="utf-8") != text:
+            raise ConfigError(
+                f"{path} already exists with different contents "
                 "(pass overwrite=True to replace it, or choose another data_dir)"
             )
 

@@ -17,8 +17,17 @@ from collections.abc import Mapping
 from fractions import Fraction
 from pathlib import Path
 
+from gradchain.crypto.packing import (
+    MAX_VALUE_BITS,
+    headroom_bits,
+    required_value_bits,
+    scaled_clip,
+)
+from gradchain.crypto.paillier import MIN_OBFUSCATOR_BITS
 from gradchain.data import FloatArray, check_data, load_data_file
-from gradchain.errors import TopologyError
+from gradchain.errors import ConfigError, TopologyError
+from gradchain.models.interface import SupportsParameterCount
+from gradchain.models.registry import MODEL_SETTINGS, get_model
 from gradchain.topology._fields import Table, describe_value, join_ids
 from gradchain.topology.model import (
     MODELS,
@@ -43,7 +52,7 @@ SECURE_KEY_BITS = 2048
 
 DATA_SUFFIXES = (".npz", ".csv")
 
-_TOP_KEYS = ("job", "crypto", "learner", "nodes")
+_TOP_KEYS = ("job", "crypto", "learner", "nodes", "model")
 _JOB_KEYS = (
     "id",
     "model",
@@ -56,8 +65,19 @@ _JOB_KEYS = (
     "min_contributors",
     "randomise",
     "round_timeout",
+    "sample_fraction",
+    "seed",
 )
-_CRYPTO_KEYS = ("key_bits", "frac_bits", "clip")
+_CRYPTO_KEYS = (
+    "key_bits",
+    "frac_bits",
+    "clip",
+    "packing",
+    "value_bits",
+    "djn",
+    "obfuscator_bits",
+    "pool_size",
+)
 _LEARNER_KEYS = ("id", "public_key", "private_key", "eval_data")
 _NODE_KEYS = ("id", "data", "next")
 
@@ -108,6 +128,7 @@ def parse_topology(
     base = path.resolve().parent
 
     job = _parse_job(_subtable(top, "job", required=True))
+    model_settings = _parse_model(_subtable(top, "model", required=False), job.model)
     crypto = _parse_crypto(_subtable(top, "crypto", required=False))
     learner = _parse_learner(_subtable(top, "learner", required=True), base)
     nodes = _parse_nodes(top, learner.id, base)
@@ -120,7 +141,10 @@ def parse_topology(
 
     providers = sum(1 for node in nodes.values() if node.is_provider)
     _check_min_contributors(job, providers, str(path))
-    _check_encoding_headroom(crypto, providers, str(path))
+    if crypto.packing:
+        _check_packed_layout(crypto, providers, str(path))
+    else:
+        _check_encoding_headroom(crypto, providers, str(path))
     if crypto.key_bits < SECURE_KEY_BITS:
         logger.warning(
             "%s: crypto.key_bits = %d is below %d, which is for tests only",
@@ -129,7 +153,14 @@ def parse_topology(
             SECURE_KEY_BITS,
         )
 
-    return Topology(path=path.resolve(), job=job, crypto=crypto, learner=learner, nodes=nodes)
+    return Topology(
+        path=path.resolve(),
+        job=job,
+        crypto=crypto,
+        learner=learner,
+        nodes=nodes,
+        model_settings=model_settings,
+    )
 
 
 def _subtable(top: Table, key: str, *, required: bool) -> Table:
@@ -167,6 +198,8 @@ def _parse_job(table: Table) -> JobSettings:
         min_contributors=table.get_int("min_contributors", defaults.min_contributors),
         randomise=table.get_bool("randomise", defaults.randomise),
         round_timeout=table.get_float("round_timeout", defaults.round_timeout),
+        sample_fraction=table.get_float("sample_fraction", defaults.sample_fraction),
+        seed=table.get_int("seed", defaults.seed),
     )
 
     _check_id(table, "id", job.id)
@@ -187,9 +220,36 @@ def _parse_job(table: Table) -> JobSettings:
     _require_at_least(table, "min_contributors", job.min_contributors, 1)
     _require_positive(table, "learning_rate", job.learning_rate)
     _require_positive(table, "round_timeout", job.round_timeout)
+    table.require(
+        "sample_fraction",
+        0.0 < job.sample_fraction <= 1.0,
+        f"must lie in (0, 1], got {job.sample_fraction}",
+        "use 1.0 to let every provider contribute in every round",
+    )
     _require_not_negative(table, "tolerance", job.tolerance)
     _require_not_negative(table, "l2", job.l2)
     return job
+
+
+def _parse_model(table: Table, model: str) -> dict[str, int | float]:
+    """Read the optional ``[model]`` table, the settings of ``job.model`` that are not defaults."""
+    specs = MODEL_SETTINGS.get(model, ())
+    if not specs and table.values:
+        raise table.error(
+            next(iter(table.values)),
+            f"model {model!r} takes no settings",
+            "remove the [model] table",
+        )
+    table.reject_unknown_keys(tuple(spec.name for spec in specs))
+    settings: dict[str, int | float] = {}
+    for spec in specs:
+        if spec.name not in table.values:
+            continue
+        value = table.get_int(spec.name) if spec.kind is int else table.get_float(spec.name)
+        problem = spec.problem(value)
+        table.require(spec.name, problem is None, problem or "", spec.description or None)
+        settings[spec.name] = value
+    return settings
 
 
 def _parse_crypto(table: Table) -> CryptoSettings:
@@ -199,6 +259,11 @@ def _parse_crypto(table: Table) -> CryptoSettings:
         key_bits=table.get_int("key_bits", defaults.key_bits),
         frac_bits=table.get_int("frac_bits", defaults.frac_bits),
         clip=table.get_float("clip", defaults.clip),
+        packing=table.get_bool("packing", defaults.packing),
+        value_bits=table.get_optional_int("value_bits"),
+        djn=table.get_bool("djn", defaults.djn),
+        obfuscator_bits=table.get_optional_int("obfuscator_bits"),
+        pool_size=table.get_optional_int("pool_size"),
     )
     table.require(
         "key_bits",
@@ -213,7 +278,47 @@ def _parse_crypto(table: Table) -> CryptoSettings:
     )
     _require_at_least(table, "frac_bits", crypto.frac_bits, 1)
     _require_positive(table, "clip", crypto.clip)
+    if crypto.value_bits is not None:
+        table.require(
+            "value_bits",
+            crypto.packing,
+            "applies only to the packed encoding, but packing is false",
+            "remove crypto.value_bits or set crypto.packing = true",
+        )
+        _require_at_least(table, "value_bits", crypto.value_bits, 1)
+    if crypto.obfuscator_bits is not None:
+        _check_obfuscator_bits(table, crypto)
+    if crypto.pool_size is not None:
+        _require_at_least(table, "pool_size", crypto.pool_size, 0)
     return crypto
+
+
+def _check_obfuscator_bits(table: Table, crypto: CryptoSettings) -> None:
+    """Check an explicit ``obfuscator_bits`` against ``djn`` and the key size."""
+    assert crypto.obfuscator_bits is not None
+    table.require(
+        "obfuscator_bits",
+        crypto.djn,
+        "applies only to DJN keys, but djn is false",
+        "remove crypto.obfuscator_bits or set crypto.djn = true",
+    )
+    default = (crypto.key_bits + 1) // 2
+    low = min(MIN_OBFUSCATOR_BITS, default)
+    table.require(
+        "obfuscator_bits",
+        low <= crypto.obfuscator_bits <= crypto.key_bits,
+        f"must be between {low} and {crypto.key_bits} for a {crypto.key_bits}-bit key, "
+        f"got {crypto.obfuscator_bits}",
+        f"remove it to use the default of {default} bits",
+    )
+    if crypto.obfuscator_bits < default:
+        logger.warning(
+            "%s: crypto.obfuscator_bits = %d is shorter than the default ceil(key_bits / 2) = %d "
+            "that ABY, IPCL and HEU use, which trades security margin for faster encryption",
+            table.file,
+            crypto.obfuscator_bits,
+            default,
+        )
 
 
 def _parse_learner(table: Table, base: Path) -> LearnerSpec:
@@ -440,6 +545,58 @@ def _check_encoding_headroom(crypto: CryptoSettings, providers: int, file: str) 
     )
 
 
+def _check_packed_layout(crypto: CryptoSettings, providers: int, file: str) -> None:
+    """Raise TopologyError when a packed slot for ``providers`` contributions does not fit.
+
+    The rules are those of :class:`gradchain.crypto.PackedEncoding`: one value
+    needs the bit length of ``2 * clip * 2**frac_bits`` (or ``value_bits``,
+    at most 63), a slot adds ``ceil(log2(providers))`` headroom bits, and a
+    plaintext of a ``key_bits`` key has ``key_bits - 1`` bits for slots.
+    """
+    required = required_value_bits(crypto.frac_bits, crypto.clip)
+    explicit = crypto.value_bits is not None
+    key = "crypto.value_bits" if explicit else "crypto.frac_bits"
+    if crypto.value_bits is not None and crypto.value_bits < required:
+        raise TopologyError(
+            f"is {crypto.value_bits}, but clip {crypto.clip:g} with frac_bits "
+            f"{crypto.frac_bits} needs {required} bits per value",
+            path=file,
+            key="crypto.value_bits",
+            fix=f"set it to at least {required} or remove it",
+        )
+    value_bits = crypto.value_bits if crypto.value_bits is not None else required
+    if value_bits > MAX_VALUE_BITS:
+        raise TopologyError(
+            f"a packed value needs {value_bits} bits, but packing supports at most "
+            f"{MAX_VALUE_BITS}",
+            path=file,
+            key=key,
+            fix="lower crypto.frac_bits or crypto.clip, or set crypto.packing = false",
+        )
+    if scaled_clip(crypto.frac_bits, crypto.clip) < 1:
+        raise TopologyError(
+            f"clip {crypto.clip:g} rounds to 0 fixed-point units, so every value would encode as 0",
+            path=file,
+            key="crypto.frac_bits",
+            fix="raise crypto.frac_bits or crypto.clip",
+        )
+    headroom = headroom_bits(max(providers, 1))
+    slot_bits = value_bits + headroom
+    plaintext_bits = crypto.key_bits - 1
+    if slot_bits > plaintext_bits:
+        raise TopologyError(
+            f"a packed slot needs {slot_bits} bits ({value_bits} value bits and {headroom} "
+            f"headroom bits for {providers} providers), but a {crypto.key_bits}-bit key "
+            f"leaves {plaintext_bits} plaintext bits",
+            path=file,
+            key=key,
+            fix=(
+                "lower crypto.frac_bits or crypto.clip, raise crypto.key_bits, "
+                "or set crypto.packing = false"
+            ),
+        )
+
+
 def load_provider_data(topology: Topology, node_id: str) -> tuple[FloatArray, FloatArray]:
     """Read a provider's data file and check it against the job.
 
@@ -468,6 +625,14 @@ def load_eval_data(topology: Topology) -> tuple[FloatArray, FloatArray] | None:
 
 def _load_checked(topology: Topology, path: Path, *, owner: str) -> tuple[FloatArray, FloatArray]:
     X, y = load_data_file(path)
+    model = get_model(topology.job.model, topology.model_settings)
+    if isinstance(model, SupportsParameterCount):
+        # The model's parameters are not one per column, so the model checks the shapes.
+        try:
+            model.check_data(X, y, topology.job.features)
+        except ValueError as error:
+            raise ConfigError(f"{owner}: data file {path}: {error}") from None
+        return X, y
     check_data(
         X,
         y,

@@ -10,10 +10,10 @@ rules, so the methods here can assume a valid graph.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-MODELS = ("logistic",)
+MODELS = ("logistic", "linear", "pca", "factorisation", "multilabel-logistic")
 """Values accepted for ``job.model``."""
 
 SCHEDULES = ("constant", "inverse_sqrt", "inverse_square")
@@ -35,20 +35,38 @@ class JobSettings:
     min_contributors: int = 3
     randomise: bool = True
     round_timeout: float = 120.0
+    #: Fraction of the providers the learner samples to contribute in each round.
+    sample_fraction: float = 1.0
+    #: Seed of the per-round sample, so that runs with the same seed sample alike.
+    seed: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
 class CryptoSettings:
-    """Paillier key size and fixed-point encoding from the ``[crypto]`` table.
+    """Paillier key, encoding and obfuscator settings from the ``[crypto]`` table.
 
     ``key_bits`` must be even. Key sizes below 2048 bits are accepted down to
     64 bits so that tests run fast, but they give no security and are for
     tests only.
+
+    ``packing`` puts many fixed-point values in one plaintext
+    (:class:`gradchain.crypto.PackedEncoding`). ``value_bits`` is the width
+    of one packed value, and None means the smallest width that holds
+    ``2 * clip * 2**frac_bits``. ``djn`` makes the learner generate a
+    Damgård-Jurik-Nielsen key, whose public part carries ``hs``.
+    ``obfuscator_bits`` is the length of the DJN exponent ``r``, and None means
+    ``ceil(key_bits / 2)``. ``pool_size`` is the number of obfuscators a
+    provider precomputes, and None means room for two contributions.
     """
 
     key_bits: int = 2048
     frac_bits: int = 32
     clip: float = 2.0**20
+    packing: bool = True
+    value_bits: int | None = None
+    djn: bool = True
+    obfuscator_bits: int | None = None
+    pool_size: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +106,8 @@ class Topology:
     crypto: CryptoSettings
     learner: LearnerSpec
     nodes: Mapping[str, NodeSpec]
+    model_settings: Mapping[str, int | float] = field(default_factory=dict)
+    """The ``[model]`` table, such as ``components`` for PCA. Absent keys take their defaults."""
 
     @property
     def providers(self) -> tuple[str, ...]:
@@ -128,6 +148,17 @@ class Topology:
         self._require_known(node_id)
         return frozenset(
             provider for provider in self.providers if node_id in self.path_to_learner(provider)
+        )
+
+    def distance_to_learner(self, node_id: str) -> int:
+        """Return the number of hops from ``node_id`` to the learner (0 for the learner id)."""
+        return len(self.path_to_learner(node_id)) - 1
+
+    def nodes_upstream_of(self, node_id: str) -> frozenset[str]:
+        """Return the nodes, other than ``node_id``, whose path to the learner passes through it."""
+        self._require_known(node_id)
+        return frozenset(
+            other for other in self.nodes if other != node_id and node_id in self.path_to_learner(other)
         )
 
     def hops(self) -> int:

@@ -17,7 +17,7 @@ from gradchain.crypto.keyfile import (
     save_private_key,
     save_public_key,
 )
-from gradchain.crypto.paillier import PrivateKey, PublicKey
+from gradchain.crypto.paillier import PrivateKey, PublicKey, generate_keypair
 from gradchain.errors import CryptoError
 
 Keypair = tuple[PublicKey, PrivateKey]
@@ -33,26 +33,26 @@ def write_private_document(path: Path, document: Any) -> None:
     path.chmod(0o600)
 
 
-def private_document(keypair: Keypair) -> dict[str, Any]:
-    public_key, private_key = keypair
-    return {
-        "format": 1,
-        "kind": "gradchain-paillier-private-key",
-        "fingerprint": public_key.fingerprint,
-        "n": format(public_key.n, "x"),
-        "p": format(private_key.p, "x"),
-        "q": format(private_key.q, "x"),
-    }
+def private_document(keypair: Keypair, format_version: int = 2) -> dict[str, Any]:
+    _, private_key = keypair
+    document = public_document(keypair, format_version)
+    document["kind"] = "gradchain-paillier-private-key"
+    document["p"] = format(private_key.p, "x")
+    document["q"] = format(private_key.q, "x")
+    return document
 
 
-def public_document(keypair: Keypair) -> dict[str, Any]:
+def public_document(keypair: Keypair, format_version: int = 2) -> dict[str, Any]:
     public_key, _ = keypair
-    return {
-        "format": 1,
+    document: dict[str, Any] = {
+        "format": format_version,
         "kind": "gradchain-paillier-public-key",
         "fingerprint": public_key.fingerprint,
         "n": format(public_key.n, "x"),
     }
+    if public_key.hs is not None:
+        document["hs"] = format(public_key.hs, "x")
+    return document
 
 
 def test_public_key_round_trip(tmp_path: Path, keypair_2048: Keypair) -> None:
@@ -250,7 +250,7 @@ def replace_field(document: dict[str, Any], field: str, value: Any) -> dict[str,
         pytest.param("kind", _DELETE, "expected kind", id="kind-missing"),
         pytest.param("kind", "rsa-private-key", "found 'rsa-private-key'", id="kind-unknown"),
         pytest.param("format", _DELETE, "unsupported format None", id="format-missing"),
-        pytest.param("format", 2, "unsupported format 2", id="format-newer"),
+        pytest.param("format", 3, "unsupported format 3", id="format-newer"),
         pytest.param("format", "1", "unsupported format '1'", id="format-string"),
         pytest.param("format", True, "unsupported format True", id="format-bool"),
         pytest.param("p", _DELETE, "missing fields: p", id="p-missing"),
@@ -348,3 +348,96 @@ def test_save_private_key_reports_unwritable_path(tmp_path: Path, tiny_keypair: 
 
     with pytest.raises(CryptoError, match=re.escape(f"{path}: failed to write private key file")):
         save_private_key(path, tiny_keypair[1])
+
+
+@pytest.fixture(scope="module")
+def djn_keypair() -> Keypair:
+    return generate_keypair(256, djn=True)
+
+
+def test_djn_public_key_round_trip(tmp_path: Path, djn_keypair: Keypair) -> None:
+    path = tmp_path / "learner.pub.json"
+
+    save_public_key(path, djn_keypair[0])
+    loaded = load_public_key(path)
+
+    assert loaded == djn_keypair[0]
+    assert loaded.hs == djn_keypair[0].hs
+    assert json.loads(path.read_text(encoding="utf-8")) == public_document(djn_keypair)
+
+
+def test_djn_private_key_round_trip(tmp_path: Path, djn_keypair: Keypair) -> None:
+    path = tmp_path / "learner.key.json"
+
+    save_private_key(path, djn_keypair[1])
+    loaded = load_private_key(path)
+
+    assert loaded == djn_keypair[1]
+    assert loaded.public_key.hs == djn_keypair[0].hs
+
+
+def test_plain_key_file_has_no_hs(tmp_path: Path, medium_keypair: Keypair) -> None:
+    path = tmp_path / "learner.pub.json"
+
+    save_public_key(path, medium_keypair[0])
+
+    assert "hs" not in json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_format_1_public_key_still_loads(tmp_path: Path, medium_keypair: Keypair) -> None:
+    path = tmp_path / "old.pub.json"
+    path.write_text(json.dumps(public_document(medium_keypair, format_version=1)))
+
+    loaded = load_public_key(path)
+
+    assert loaded == medium_keypair[0]
+    assert loaded.hs is None
+
+
+def test_format_1_private_key_still_loads(tmp_path: Path, medium_keypair: Keypair) -> None:
+    path = tmp_path / "old.key.json"
+    write_private_document(path, private_document(medium_keypair, format_version=1))
+
+    loaded = load_private_key(path)
+
+    assert loaded == medium_keypair[1]
+
+
+def test_format_1_rejects_hs(tmp_path: Path, djn_keypair: Keypair) -> None:
+    path = tmp_path / "old.pub.json"
+    path.write_text(json.dumps(public_document(djn_keypair, format_version=1)))
+
+    with pytest.raises(CryptoError, match="unknown fields: hs"):
+        load_public_key(path)
+
+
+@pytest.mark.parametrize(
+    ("hs", "message"),
+    [
+        pytest.param("1", "field 'hs' is invalid", id="one"),
+        pytest.param("0", "field 'hs' must be positive", id="zero"),
+        pytest.param("XYZ", "lowercase hexadecimal", id="not-hex"),
+    ],
+)
+def test_load_public_key_rejects_bad_hs(
+    tmp_path: Path, djn_keypair: Keypair, hs: str, message: str
+) -> None:
+    document = public_document(djn_keypair)
+    document["hs"] = hs
+    path = tmp_path / "bad.pub.json"
+    path.write_text(json.dumps(document))
+
+    with pytest.raises(CryptoError, match=message):
+        load_public_key(path)
+
+
+def test_load_private_key_rejects_hs_of_other_key(tmp_path: Path, djn_keypair: Keypair) -> None:
+    other, _ = generate_keypair(256, djn=True)
+    document = private_document(djn_keypair)
+    # The other key's hs is coprime to this n but not an encryption of 0 under it.
+    document["hs"] = format(other.hs % djn_keypair[0].nsquare, "x")
+    path = tmp_path / "mixed.key.json"
+    write_private_document(path, document)
+
+    with pytest.raises(CryptoError, match="does not decrypt to 0"):
+        load_private_key(path)

@@ -460,7 +460,9 @@ def test_private_key_text_hides_primes(keypair_2048: Keypair) -> None:
 def test_public_key_repr_shows_bits_and_fingerprint(keypair_2048: Keypair) -> None:
     public_key, _ = keypair_2048
 
-    assert repr(public_key) == f"PublicKey(bits=2048, fingerprint='{public_key.fingerprint}')"
+    assert repr(public_key) == (
+        f"PublicKey(bits=2048, fingerprint='{public_key.fingerprint}', djn=True)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import math
+import secrets
 
 import numpy as np
 import pytest
 
 from gradchain.crypto.encoding import FixedPointEncoding
+from gradchain.crypto.packing import PackedEncoding
 from gradchain.crypto.paillier import PrivateKey, PublicKey
-from gradchain.crypto.vector import add_vectors, decrypt_vector, encrypt_vector
+from gradchain.crypto.vector import (
+    add_vectors,
+    decrypt_ciphertexts,
+    decrypt_vector,
+    encrypt_vector,
+)
 from gradchain.errors import ConfigError, CryptoError, EncodingOverflowError
+from tests.crypto.conftest import MEDIUM_P
 
 Keypair = tuple[PublicKey, PrivateKey]
 
@@ -171,3 +179,70 @@ def test_round_trip_2048(keypair_2048: Keypair) -> None:
     assert clipped_b == 1
     assert decoded.tolist() == [1.0, -1.0, 0.0, -2 * UNIT, CLIP]
     assert all(len(public_key.ciphertext_to_bytes(c)) == 512 for c in a)
+
+
+# Parallel decryption and the packed encoding
+
+
+def test_parallel_decryption_equals_serial(keypair_2048: Keypair) -> None:
+    public_key, private_key = keypair_2048
+    plaintexts = [secrets.randbelow(public_key.n) for _ in range(40)]
+    ciphertexts = [public_key.raw_encrypt(m) for m in plaintexts]
+
+    serial = decrypt_ciphertexts(private_key, ciphertexts, workers=1)
+    parallel = decrypt_ciphertexts(private_key, ciphertexts, workers=4)
+
+    assert serial == plaintexts
+    assert parallel == plaintexts
+
+
+def test_parallel_decrypt_vector_equals_serial(keypair_2048: Keypair) -> None:
+    public_key, private_key = keypair_2048
+    encoding = PackedEncoding(key_bits=2048, max_contributors=2)
+    values = np.random.default_rng(5).normal(scale=50.0, size=1000)
+    ciphertexts, _ = encrypt_vector(public_key, encoding, values)
+
+    serial = decrypt_vector(private_key, encoding, ciphertexts, 1, length=1000, workers=1)
+    parallel = decrypt_vector(private_key, encoding, ciphertexts, 1, length=1000, workers=3)
+    default = decrypt_vector(private_key, encoding, ciphertexts, 1, length=1000)
+
+    np.testing.assert_array_equal(serial, parallel)
+    np.testing.assert_array_equal(serial, default)
+
+
+def test_parallel_decryption_names_invalid_slot(keypair_2048: Keypair) -> None:
+    public_key, private_key = keypair_2048
+    encoding = PackedEncoding(key_bits=2048, max_contributors=2)
+    ciphertexts, _ = encrypt_vector(public_key, encoding, np.zeros(1000))
+    ciphertexts[20] = public_key.n
+
+    with pytest.raises(CryptoError, match="round 4, slot 20"):
+        decrypt_vector(private_key, encoding, ciphertexts, 1, round=4, length=1000, workers=2)
+
+
+@pytest.mark.parametrize("workers", [0, -1, True])
+def test_decrypt_vector_rejects_invalid_workers(medium_keypair: Keypair, workers: int) -> None:
+    public_key, private_key = medium_keypair
+    ciphertexts, _ = encrypt_vector(public_key, FixedPointEncoding(), [1.0])
+
+    with pytest.raises(ValueError, match="workers"):
+        decrypt_vector(private_key, FixedPointEncoding(), ciphertexts, 1, workers=workers)
+
+
+def test_fixed_point_decrypt_checks_length(medium_keypair: Keypair) -> None:
+    public_key, private_key = medium_keypair
+    ciphertexts, _ = encrypt_vector(public_key, FixedPointEncoding(), [1.0, 2.0])
+
+    with pytest.raises(ValueError, match="expected 3 plaintexts, got 2"):
+        decrypt_vector(private_key, FixedPointEncoding(), ciphertexts, 1, length=3)
+
+
+def test_first_invalid_ciphertext(medium_keypair: Keypair) -> None:
+    public_key, _ = medium_keypair
+    valid = [public_key.raw_encrypt(m) for m in range(5)]
+
+    assert public_key.first_invalid_ciphertext(valid) is None
+    assert public_key.first_invalid_ciphertext([]) is None
+    assert public_key.first_invalid_ciphertext([*valid, 0]) == 5
+    assert public_key.first_invalid_ciphertext([*valid, public_key.nsquare]) == 5
+    assert public_key.first_invalid_ciphertext([*valid[:2], MEDIUM_P * 3, *valid]) == 2

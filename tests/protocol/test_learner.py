@@ -186,6 +186,7 @@ def test_start_publishes_first_round(paillier: Paillier) -> None:
                 round=1,
                 theta=THETA0,
                 public_key=paillier.public_key.n,
+                public_key_hs=paillier.public_key.hs,
                 timeout=30.0,
             )
         )

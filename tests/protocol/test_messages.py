@@ -402,3 +402,33 @@ def test_contribution_text_counts_contributors_and_ciphertexts() -> None:
     assert "sender=p2" in text
     assert "contributors=2" in text
     assert "2 ciphertexts" in text
+
+
+def test_round_start_without_hs_is_plain_key() -> None:
+    assert RoundStart(**round_start_fields()).public_key_hs is None
+
+
+def test_round_start_accepts_djn_hs() -> None:
+    message = RoundStart(**{**round_start_fields(), "public_key_hs": MODULUS + 2})
+
+    assert message.public_key_hs == MODULUS + 2
+
+
+@pytest.mark.parametrize(
+    "public_key_hs",
+    [
+        pytest.param(True, id="bool"),
+        pytest.param("5", id="string"),
+        pytest.param(5.0, id="float"),
+        pytest.param(1, id="one"),
+        pytest.param(0, id="zero"),
+        pytest.param(-3, id="negative"),
+        pytest.param(MODULUS**2 - 1, id="minus-one-mod-n-squared"),
+        pytest.param(MODULUS**2, id="n-squared"),
+    ],
+)
+def test_round_start_rejects_invalid_hs(public_key_hs: object) -> None:
+    fields = {**round_start_fields(), "public_key_hs": public_key_hs}
+
+    with pytest.raises(ProtocolError, match="invalid public_key_hs"):
+        RoundStart(**fields)

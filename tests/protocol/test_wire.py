@@ -545,3 +545,92 @@ def test_decode_accepts_payload_of_exactly_max_bytes() -> None:
     decoded = decode(payload, max_bytes=len(payload))
 
     assert isinstance(decoded, Contribution)
+
+
+# The DJN obfuscator base in RoundStart
+
+HS = MODULUS**2 // 3
+
+
+def test_round_trip_keeps_djn_hs(paillier: Paillier) -> None:
+    message = RoundStart(
+        job="job-1",
+        run=RUN,
+        round=1,
+        theta=(0.5,),
+        public_key=paillier.public_key.n,
+        timeout=10.0,
+        public_key_hs=paillier.public_key.n + 2,
+    )
+
+    decoded = decode(encode(message))
+
+    assert decoded == message
+
+
+def test_encode_leaves_out_hs_of_plain_key() -> None:
+    message = RoundStart(
+        job="job-1", run=RUN, round=1, theta=(0.5,), public_key=MODULUS, timeout=10.0
+    )
+
+    body = msgpack.unpackb(encode(message), raw=False)
+
+    assert "public_key_hs" not in body
+
+
+def test_encode_writes_hs_as_big_endian_bytes() -> None:
+    message = RoundStart(
+        job="job-1",
+        run=RUN,
+        round=1,
+        theta=(0.5,),
+        public_key=MODULUS,
+        timeout=10.0,
+        public_key_hs=HS,
+    )
+
+    body = msgpack.unpackb(encode(message), raw=False)
+
+    assert body["public_key_hs"] == HS.to_bytes((HS.bit_length() + 7) // 8, "big")
+
+
+def test_hand_built_round_start_with_hs_decodes() -> None:
+    body = wire_body("round_start")
+    body["public_key_hs"] = HS.to_bytes(16, "big")
+
+    message = decode(pack(body))
+
+    assert isinstance(message, RoundStart)
+    assert message.public_key_hs == HS
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param(5, "invalid field 'public_key_hs': expected bytes", id="int"),
+        pytest.param("ab", "invalid field 'public_key_hs': expected bytes", id="string"),
+        pytest.param(None, "invalid field 'public_key_hs': expected bytes", id="nil"),
+        pytest.param(b"\x01", "invalid public_key_hs", id="one"),
+        pytest.param(b"", "invalid public_key_hs", id="empty"),
+        pytest.param(
+            b"\x01" * (MAX_CIPHERTEXT_BYTES + 1), "bytes is too long", id="longer-than-limit"
+        ),
+        pytest.param(
+            (MODULUS**2).to_bytes(16, "big"), "invalid public_key_hs", id="n-squared"
+        ),
+    ],
+)
+def test_decode_rejects_invalid_hs(value: object, message: str) -> None:
+    body = wire_body("round_start")
+    body["public_key_hs"] = value
+
+    with pytest.raises(ProtocolError, match=message):
+        decode(pack(body))
+
+
+def test_hs_is_optional_only_for_round_start() -> None:
+    body = wire_body("job_done")
+    body["public_key_hs"] = HS.to_bytes(16, "big")
+
+    with pytest.raises(ProtocolError, match=r"unknown fields \['public_key_hs'\]"):
+        decode(pack(body))

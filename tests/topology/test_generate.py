@@ -11,6 +11,7 @@ import pytest
 from gradchain.data import load_builtin, load_data_file, train_test_split
 from gradchain.errors import ConfigError, TopologyError
 from gradchain.topology import load_provider_data, load_topology, write_chain, write_tree
+from tests.models.helpers import movielens_folder
 
 BREAST_CANCER_ROWS = 569
 
@@ -79,6 +80,50 @@ def test_chain_settings_written(tmp_path: Path) -> None:
     assert topology.crypto.key_bits == 512
     assert topology.crypto.frac_bits == 16
     assert topology.crypto.clip == 10.0
+
+
+def test_crypto_settings_written(tmp_path: Path) -> None:
+    path = write_tree(
+        tmp_path,
+        "breast-cancer",
+        4,
+        2,
+        key_bits=1024,
+        packing=True,
+        value_bits=58,
+        djn=True,
+        obfuscator_bits=400,
+        pool_size=3,
+    )
+
+    topology = load_topology(path)
+
+    assert topology.crypto.packing is True
+    assert topology.crypto.value_bits == 58
+    assert topology.crypto.djn is True
+    assert topology.crypto.obfuscator_bits == 400
+    assert topology.crypto.pool_size == 3
+
+
+def test_unset_crypto_settings_left_out(tmp_path: Path) -> None:
+    path = write_chain(tmp_path, "breast-cancer", 3, packing=False, djn=False)
+
+    document = tomllib.loads(path.read_text(encoding="utf-8"))
+
+    assert document["crypto"] == {
+        "key_bits": 2048,
+        "frac_bits": 32,
+        "clip": 2.0**20,
+        "packing": False,
+        "djn": False,
+    }
+
+
+def test_invalid_crypto_setting_rejected_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match=r"crypto\.obfuscator_bits"):
+        write_chain(tmp_path, "breast-cancer", 3, djn=False, obfuscator_bits=512)
+
+    assert not (tmp_path / "topology.toml").exists()
 
 
 def test_written_paths_are_relative(tmp_path: Path) -> None:
@@ -310,5 +355,95 @@ def test_absolute_data_dir_rejected(tmp_path: Path) -> None:
 
 
 def test_unknown_dataset_rejected(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown built-in data set 'iris'"):
+    with pytest.raises(ConfigError, match="unknown data set 'iris'"):
         write_chain(tmp_path, "iris", 3)
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_warfarin_chain_from_shipped_copy(tmp_path: Path) -> None:
+    path = write_chain(tmp_path, "warfarin", 20)
+
+    topology = load_topology(path)
+    rows = provider_rows(path)
+
+    assert topology.job.model == "linear"
+    assert topology.job.features == 21
+    assert len(topology.providers) == 20
+    assert sum(len(shard) for shard in rows) == 4422
+    assert {len(shard) for shard in rows} == {221, 222}
+    assert (tmp_path / "data" / "standardisation.json").is_file()
+
+
+def test_shipped_warfarin_data_reproduced(tmp_path: Path) -> None:
+    shipped = load_topology(EXAMPLES / "warfarin-chain.toml")
+    job = shipped.job
+
+    path = write_chain(
+        tmp_path,
+        "warfarin",
+        20,
+        data_dir="warfarin/data",
+        learning_rate=job.learning_rate,
+        l2=job.l2,
+        rounds=job.rounds,
+        data_path=EXAMPLES / "warfarin" / "patients.csv",
+    )
+
+    generated = load_topology(path)
+    for provider in shipped.providers:
+        expected_X, expected_y = load_provider_data(shipped, provider)
+        X, y = load_provider_data(generated, provider)
+        np.testing.assert_array_equal(X, expected_X)
+        np.testing.assert_array_equal(y, expected_y)
+    statistics = "warfarin/data/standardisation.json"
+    assert (tmp_path / statistics).read_text() == (EXAMPLES / statistics).read_text()
+
+
+def test_digits_tree_with_components(tmp_path: Path) -> None:
+    path = write_tree(tmp_path, "digits", 8, 4, model_settings={"components": 3})
+
+    topology = load_topology(path)
+    document = tomllib.loads(path.read_text())
+
+    assert topology.job.model == "pca"
+    assert topology.job.features == 64 * 3
+    assert topology.model_settings == {"components": 3}
+    assert document["model"] == {"components": 3}
+    X, _ = load_provider_data(topology, "p1")
+    assert X.shape[1] == 64
+
+
+def test_invalid_model_setting_rejected_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="model setting 'rank' is unknown"):
+        write_chain(tmp_path, "digits", 3, model_settings={"rank": 4})
+
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_builtin_dataset_rejects_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'digits' is built in and takes no path"):
+        write_chain(tmp_path, "digits", 3, data_path=tmp_path)
+
+
+def test_movielens_needs_path(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="'movielens' needs the path"):
+        write_chain(tmp_path, "movielens", 3)
+
+
+def test_movielens_keeps_each_user_at_one_provider(tmp_path: Path) -> None:
+    folder = movielens_folder()
+
+    path = write_chain(
+        tmp_path, "movielens", 10, data_path=folder, model_settings={"rank": 4}, test_fraction=0.1
+    )
+
+    topology = load_topology(path)
+    users = [set(shard[:, 0].tolist()) for shard in provider_rows(path)]
+    evaluation = load_data_file(tmp_path / "data" / "eval.npz")[0]
+    assert topology.job.model == "factorisation"
+    assert topology.job.features == 1682 * 5
+    assert sum(len(group) for group in users) == len(set().union(*users))
+    assert set(evaluation[:, 0].tolist()).isdisjoint(set().union(*users))
+    assert set(evaluation[:, 2].tolist()) == {0.0, 1.0}

@@ -121,7 +121,7 @@ HOSTILE_CASES = [
         set_top("jobs", {}),
         None,
         "jobs",
-        "unknown key (allowed keys: job, crypto, learner, nodes)",
+        "unknown key (allowed keys: job, crypto, learner, nodes, model)",
         id="unknown-top-level-table",
     ),
     pytest.param(remove_top("job"), None, "job", "missing required table [job]", id="no-job"),
@@ -248,7 +248,8 @@ HOSTILE_CASES = [
         set_in("crypto", keybits=2048),
         None,
         "crypto.keybits",
-        "allowed keys: key_bits, frac_bits, clip",
+        "allowed keys: key_bits, frac_bits, clip, packing, value_bits, djn, obfuscator_bits, "
+        "pool_size",
         id="misspelt-crypto-key",
     ),
     pytest.param(
@@ -267,25 +268,138 @@ HOSTILE_CASES = [
     ),
     pytest.param(set_in("crypto", clip=0), None, "crypto.clip", "greater than 0", id="clip-zero"),
     pytest.param(
-        set_in("crypto", key_bits=64, frac_bits=60),
+        set_in("crypto", key_bits=64, frac_bits=60, packing=False),
         None,
         "crypto.frac_bits",
         "can need 82 bits, but a 64-bit key leaves 62 bits",
         id="encoding-wraps-modulus",
     ),
     pytest.param(
-        set_in("crypto", key_bits=64, frac_bits=41),
+        set_in("crypto", key_bits=64, frac_bits=41, packing=False),
         None,
         "crypto.frac_bits",
         "can need 63 bits",
         id="encoding-one-bit-too-wide",
     ),
     pytest.param(
-        set_in("crypto", key_bits=64, frac_bits=10**9),
+        set_in("crypto", key_bits=64, frac_bits=10**9, packing=False),
         None,
         "crypto.frac_bits",
         "can need 1000000000 bits",
         id="frac-bits-huge",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=64, frac_bits=41),
+        None,
+        "crypto.frac_bits",
+        "a packed slot needs 65 bits (63 value bits and 2 headroom bits for 3 providers), "
+        "but a 64-bit key leaves 63 plaintext bits",
+        id="packed-slot-wider-than-plaintext",
+    ),
+    pytest.param(
+        set_in("crypto", frac_bits=60),
+        None,
+        "crypto.frac_bits",
+        "a packed value needs 82 bits, but packing supports at most 63",
+        id="packed-value-too-wide",
+    ),
+    pytest.param(
+        set_in("crypto", frac_bits=10**9),
+        None,
+        "crypto.frac_bits",
+        "packing supports at most 63",
+        id="packed-frac-bits-huge",
+    ),
+    pytest.param(
+        set_in("crypto", value_bits=40),
+        None,
+        "crypto.value_bits",
+        "is 40, but clip 1.04858e+06 with frac_bits 32 needs 54 bits per value",
+        id="value-bits-too-small",
+    ),
+    pytest.param(
+        set_in("crypto", value_bits=64),
+        None,
+        "crypto.value_bits",
+        "packing supports at most 63",
+        id="value-bits-too-large",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=64, value_bits=62),
+        None,
+        "crypto.value_bits",
+        "a packed slot needs 64 bits",
+        id="value-bits-slot-too-wide",
+    ),
+    pytest.param(
+        set_in("crypto", value_bits=60, packing=False),
+        None,
+        "crypto.value_bits",
+        "applies only to the packed encoding",
+        id="value-bits-without-packing",
+    ),
+    pytest.param(
+        set_in("crypto", value_bits=0),
+        None,
+        "crypto.value_bits",
+        "at least 1, got 0",
+        id="value-bits-zero",
+    ),
+    pytest.param(
+        set_in("crypto", clip=2.0**-40),
+        None,
+        "crypto.frac_bits",
+        "rounds to 0 fixed-point units",
+        id="clip-below-one-unit",
+    ),
+    pytest.param(
+        set_in("crypto", packing="yes"),
+        None,
+        "crypto.packing",
+        "expected true or false",
+        id="packing-not-bool",
+    ),
+    pytest.param(
+        set_in("crypto", djn=1),
+        None,
+        "crypto.djn",
+        "expected true or false",
+        id="djn-not-bool",
+    ),
+    pytest.param(
+        set_in("crypto", obfuscator_bits=128, djn=False),
+        None,
+        "crypto.obfuscator_bits",
+        "applies only to DJN keys",
+        id="obfuscator-bits-without-djn",
+    ),
+    pytest.param(
+        set_in("crypto", key_bits=2048, obfuscator_bits=255),
+        None,
+        "crypto.obfuscator_bits",
+        "must be between 256 and 2048 for a 2048-bit key, got 255",
+        id="obfuscator-bits-too-short",
+    ),
+    pytest.param(
+        set_in("crypto", obfuscator_bits=257),
+        None,
+        "crypto.obfuscator_bits",
+        "must be between 128 and 256 for a 256-bit key, got 257",
+        id="obfuscator-bits-longer-than-key",
+    ),
+    pytest.param(
+        set_in("crypto", obfuscator_bits=512.0),
+        None,
+        "crypto.obfuscator_bits",
+        "expected an integer",
+        id="obfuscator-bits-float",
+    ),
+    pytest.param(
+        set_in("crypto", pool_size=-1),
+        None,
+        "crypto.pool_size",
+        "at least 0, got -1",
+        id="pool-size-negative",
     ),
     pytest.param(
         set_in("crypto", key_bits=513),
@@ -678,11 +792,159 @@ def test_shipped_breast_cancer_examples_have_12_providers() -> None:
     assert tree.hops() == 2
 
 
+def test_crypto_settings_read_from_file(folder: Path) -> None:
+    document = base_document()
+    document["crypto"].update(
+        key_bits=2048, packing=True, value_bits=60, djn=True, obfuscator_bits=512, pool_size=7
+    )
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.crypto == CryptoSettings(
+        key_bits=2048, value_bits=60, obfuscator_bits=512, pool_size=7
+    )
+
+
+def test_crypto_defaults_pack_with_djn(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    assert topology.crypto.packing is True
+    assert topology.crypto.djn is True
+    assert topology.crypto.value_bits is None
+    assert topology.crypto.obfuscator_bits is None
+    assert topology.crypto.pool_size is None
+
+
+def test_short_obfuscator_bits_logs_warning(
+    folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    document = base_document()
+    document["crypto"].update(key_bits=2048, obfuscator_bits=256)
+
+    with caplog.at_level(logging.WARNING, logger="gradchain.topology.load"):
+        topology = load_topology(write_topology(folder, document))
+
+    assert topology.crypto.obfuscator_bits == 256
+    assert "shorter than the default ceil(key_bits / 2) = 1024" in caplog.text
+
+
+def test_packed_slot_at_capacity_accepted(folder: Path) -> None:
+    # 2 * 2**20 * 2**39 needs 61 bits, and 3 providers need 2 headroom bits: 63 of 63.
+    document = base_document()
+    document["crypto"].update(key_bits=64, frac_bits=39, clip=2.0**20)
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.crypto.frac_bits == 39
+
+
 def test_encoding_at_capacity_accepted(folder: Path) -> None:
     # 3 * (2**20 * 2**40 + 1) < 2**62, the limit for a 64-bit key.
     document = base_document()
-    document["crypto"].update(key_bits=64, frac_bits=40, clip=2.0**20)
+    document["crypto"].update(key_bits=64, frac_bits=40, clip=2.0**20, packing=False)
 
     topology = load_topology(write_topology(folder, document))
 
     assert topology.crypto.frac_bits == 40
+
+
+def test_topology_without_model_table_has_no_settings(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    assert topology.model_settings == {}
+
+
+def test_model_table_read(folder: Path) -> None:
+    document = base_document()
+    document["job"].update(model="pca", features=4)
+    document["model"] = {"components": 2, "seed": 5}
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.model_settings == {"components": 2, "seed": 5}
+
+
+@pytest.mark.parametrize(
+    ("model", "table", "key", "message"),
+    [
+        pytest.param("pca", {"rank": 2}, "model.rank", "unknown key", id="unknown-key"),
+        pytest.param(
+            "pca", {"components": "two"}, "model.components", "expected an integer", id="type"
+        ),
+        pytest.param(
+            "pca", {"components": 0}, "model.components", "must be at least 1", id="minimum"
+        ),
+        pytest.param(
+            "factorisation",
+            {"user_l2": 0},
+            "model.user_l2",
+            "must be greater than 0.0",
+            id="exclusive-minimum",
+        ),
+        pytest.param(
+            "logistic", {"rank": 2}, "model.rank", "model 'logistic' takes no settings", id="none"
+        ),
+    ],
+)
+def test_invalid_model_table_rejected(
+    folder: Path, model: str, table: dict[str, object], key: str, message: str
+) -> None:
+    document = base_document()
+    document["job"]["model"] = model
+    document["model"] = table
+
+    with pytest.raises(TopologyError, match=message) as caught:
+        load_topology(write_topology(folder, document))
+
+    assert caught.value.key == key
+
+
+def test_pca_data_needs_columns_times_components(folder: Path) -> None:
+    document = base_document()
+    document["job"].update(model="pca", features=2)
+    document["model"] = {"components": 2}
+    topology = load_topology(write_topology(folder, document))
+
+    with pytest.raises(ConfigError) as caught:
+        load_provider_data(topology, "p1")
+
+    message = str(caught.value)
+    assert "node 'p1'" in message
+    assert "2 feature columns with 2 components need job.features = 4" in message
+
+
+def test_multilabel_reads_label_matrix(folder: Path) -> None:
+    save_npz(folder / "data" / "labels.npz", np.ones((2, 2)), [[0.0, 1.0], [1.0, 1.0]])
+    document = base_document()
+    document["job"].update(model="multilabel-logistic", features=4)
+    for node in document["nodes"][:3]:
+        node["data"] = "data/labels.npz"
+    topology = load_topology(write_topology(folder, document))
+
+    X, y = load_provider_data(topology, "p1")
+
+    assert X.shape == (2, 2)
+    assert y.shape == (2, 2)
+
+
+def test_logistic_rejects_label_matrix(folder: Path) -> None:
+    save_npz(folder / "data" / "labels.npz", np.ones((2, 2)), [[0.0, 1.0], [1.0, 1.0]])
+    document = base_document()
+    set_node("p1", data="data/labels.npz")(document)
+    topology = load_topology(write_topology(folder, document))
+
+    with pytest.raises(ConfigError, match=r"node 'p1'.*label matrix of shape \(2, 2\)"):
+        load_provider_data(topology, "p1")
+
+
+def test_shipped_warfarin_example_loads() -> None:
+    topology = load_topology(EXAMPLES / "warfarin-chain.toml")
+
+    assert topology.job.model == "linear"
+    assert len(topology.providers) == 20
+    for provider in topology.providers:
+        X, _ = load_provider_data(topology, provider)
+        assert X.shape[1] == topology.job.features
+    evaluation = load_eval_data(topology)
+    assert evaluation is not None
+    assert evaluation[0].shape == (1106, topology.job.features)
