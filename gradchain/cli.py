@@ -4,6 +4,8 @@
     gradchain node --id ID TOPOLOGY           one provider or aggregator
     gradchain learner TOPOLOGY [--resume]     the learner
     gradchain topology chain|tree       write a topology and split a dataset
+    gradchain swarm TOPOLOGY            many nodes in one process
+    gradchain bench [--quick]           measure chain and tree topologies
 
 Only this module configures logging handlers.
 """
@@ -123,6 +125,29 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fault_options(learner)
     _add_logging_options(learner, "INFO")
 
+    swarm = commands.add_parser(
+        "swarm", help="run many provider and aggregator nodes in one process, each with its own MQTT connection"
+    )
+    swarm.add_argument("topology", type=Path, help="topology file (TOML)")
+    swarm.add_argument("--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]")
+    swarm.add_argument("--nodes", metavar="ID,ID,...", help="node ids to run (default: every node of the topology)")
+    swarm.add_argument("--hosts", type=int, default=1, metavar="K",
+                       help="with --host-index, run only every K-th node of the topology (default: 1)")
+    swarm.add_argument("--host-index", type=int, default=0, metavar="I",
+                       help="which of the K shares of nodes to run, from 0 (default: 0)")
+    _add_fault_options(swarm)
+    _add_logging_options(swarm, "WARNING")
+
+    from .bench.options import add_arguments as add_bench_arguments
+
+    bench = commands.add_parser(
+        "bench",
+        help="measure round latency of chain and tree topologies on this machine",
+        description="Run real jobs over a real MQTT broker for a grid of provider counts, gradient sizes and "
+        "topologies, with and without encryption, and write JSON, a markdown table and plots.",
+    )
+    add_bench_arguments(bench)
+
     predict = commands.add_parser(
         "predict-dose", help="compute one patient's warfarin dose in mg/week from a trained model"
     )
@@ -153,8 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--dataset",
             default="breast-cancer",
-            choices=["breast-cancer", "phones", "digits", "warfarin", "movielens"],
-            help="data set to split (default: breast-cancer); warfarin and movielens read --data-path",
+            type=_dataset_name,
+            help="data set to split: breast-cancer (default), phones, digits, warfarin, movielens, or "
+            "synthetic:FEATURES[xROWS] for generated logistic-regression data; warfarin and movielens "
+            "read --data-path",
         )
         sub.add_argument(
             "--data-path",
@@ -187,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `run` passes --log-level on to the node processes, whose logs go to files;
     # its own console shows the rounds and warnings only.
-    level = "WARNING" if args.command in ("run", "topology", "predict-dose") else args.log_level
+    level = "WARNING" if args.command in ("run", "topology", "predict-dose", "bench") else args.log_level
     _configure_logging(level, getattr(args, "log_file", None))
     try:
         if args.command == "run":
@@ -198,6 +225,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _learner(args)
         if args.command == "topology":
             return _topology(args)
+        if args.command == "swarm":
+            return _swarm(args)
+        if args.command == "bench":
+            return _bench(args, argv)
         if args.command == "predict-dose":
             return _predict_dose(args)
     except GradchainError as error:
@@ -301,12 +332,70 @@ def _node(args: argparse.Namespace) -> int:
     return 0
 
 
+def _swarm(args: argparse.Namespace) -> int:
+    from .bench.swarm import nodes_of_host, run_swarm
+    from .node.broker import parse_broker_url
+
+    topology = _load(args.topology)
+    if args.nodes:
+        node_ids = [node_id.strip() for node_id in args.nodes.split(",") if node_id.strip()]
+    else:
+        node_ids = nodes_of_host(topology, args.host_index, args.hosts)
+    run_event_loop(
+        run_swarm(
+            topology,
+            node_ids,
+            parse_broker_url(args.broker),
+            events_dir=_events_folder(args, topology.job.id),
+            faults=_load_faults(args, topology),
+            offline_wait=args.offline_wait,
+        )
+    )
+    return 0
+
+
+def _bench(args: argparse.Namespace, argv: Sequence[str] | None) -> int:
+    import shlex
+
+    try:
+        from .bench.grid import run_bench
+    except ImportError as error:
+        raise ConfigError(
+            f"gradchain bench needs the bench extra ({error.name} is missing): pip install 'gradchain[bench]'"
+        ) from error
+    from .bench.options import options_from
+
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = "gradchain " + " ".join(shlex.quote(argument) for argument in arguments)
+    run_event_loop(run_bench(options_from(args, command)))
+    return 0
+
+
+def _dataset_name(text: str) -> str:
+    from .data import DATASETS, SYNTHETIC_PREFIX
+
+    if text in DATASETS or text.startswith(SYNTHETIC_PREFIX):
+        return text
+    raise argparse.ArgumentTypeError(f"unknown data set {text!r} (use one of: {', '.join(DATASETS)})")
+
+
 def _load_faults(args: argparse.Namespace, topology):  # type: ignore[no-untyped-def]
+    """Load the fault plan of --faults, warning about the faults only `gradchain run` can carry out."""
     if args.faults is None:
         return None
     from .faults import load_fault_plan
 
-    return load_fault_plan(args.faults, topology)
+    plan = load_fault_plan(args.faults, topology)
+    process_id = getattr(args, "node_id", None) or topology.learner.id
+    if any(fault.restart_after is not None for fault in plan.crashes_of(process_id)):
+        logger.info(
+            "%s: restart_after takes effect only under `gradchain run`; otherwise restart %s yourself",
+            args.faults,
+            process_id,
+        )
+    if plan.broker_restarts:
+        logger.info("%s: broker_restart faults are carried out by `gradchain run` alone", args.faults)
+    return plan
 
 
 def _events_folder(args: argparse.Namespace, job_id: str) -> Path:

@@ -157,8 +157,12 @@ def _digits(*, test_fraction: float, seed: int) -> Dataset:
     return Dataset(X=centred, y=y, feature_names=names, name="digits")
 
 
-DATASETS = (*BUILTIN_DATASETS, "warfarin", "movielens")
+DATASETS = (*BUILTIN_DATASETS, "warfarin", "movielens", "synthetic:FEATURES[xROWS]")
 """Names accepted by :func:`load_split`."""
+
+SYNTHETIC_PREFIX = "synthetic:"
+#: Rows of a synthetic data set whose name gives only the feature count.
+SYNTHETIC_DEFAULT_ROWS = 1000
 
 DATASET_MODELS = {
     "breast-cancer": "logistic",
@@ -166,6 +170,7 @@ DATASET_MODELS = {
     "digits": "pca",
     "warfarin": "linear",
     "movielens": "factorisation",
+    "synthetic": "logistic",
 }
 """The model that each data set is prepared for."""
 
@@ -201,9 +206,19 @@ def load_split(
     ``examples/warfarin/patients.csv``. ``"movielens"`` reads the MovieLens
     100K folder at ``path``, holds out ``test_fraction`` of the users for
     the learner and keeps each user's ratings in one group (see
-    :func:`gradchain.models.movielens.split_movielens`). Raises ConfigError
-    for an unknown name, a missing path or unreadable data.
+    :func:`gradchain.models.movielens.split_movielens`).
+    ``"synthetic:FEATURES"`` or ``"synthetic:FEATURESxROWS"`` generates
+    logistic-regression data with :func:`synthetic_dataset`, seeded with
+    ``seed``. Raises ConfigError for an unknown name, a missing path or
+    unreadable data.
     """
+    if name.startswith(SYNTHETIC_PREFIX):
+        if path is not None:
+            raise ConfigError(f"data set {name!r} is generated and takes no path, got {path}")
+        features, rows = parse_synthetic_name(name)
+        dataset = synthetic_dataset(features, rows, seed=seed)
+        train, test = train_test_split(dataset, test_fraction, seed)
+        return DataSplit(train=train, test=test, model=DATASET_MODELS["synthetic"])
     if name in BUILTIN_DATASETS:
         if path is not None:
             raise ConfigError(f"data set {name!r} is built in and takes no path, got {path}")
@@ -239,6 +254,46 @@ def load_split(
             train_groups=split.train_users,
         )
     raise ConfigError(f"unknown data set {name!r} (use one of: {', '.join(DATASETS)})")
+
+
+def parse_synthetic_name(name: str) -> tuple[int, int]:
+    """Return (features, rows) of a name such as ``synthetic:100`` or ``synthetic:10000x500``.
+
+    Raises ConfigError for a malformed name or counts below 2 features or 4 rows.
+    """
+    spec = name.removeprefix(SYNTHETIC_PREFIX)
+    features_text, separator, rows_text = spec.partition("x")
+    try:
+        features = int(features_text)
+        rows = int(rows_text) if separator else SYNTHETIC_DEFAULT_ROWS
+    except ValueError:
+        raise ConfigError(
+            f"invalid synthetic data set name {name!r}: expected synthetic:FEATURES or "
+            "synthetic:FEATURESxROWS, e.g. synthetic:100 or synthetic:10000x500"
+        ) from None
+    if features < 2 or rows < 4:
+        raise ConfigError(
+            f"invalid synthetic data set name {name!r}: needs at least 2 features "
+            f"(one is the intercept) and 4 rows, got {features} and {rows}"
+        )
+    return features, rows
+
+
+def synthetic_dataset(features: int, rows: int, *, seed: int = 0) -> Dataset:
+    """Generate ``rows`` rows of logistic-regression data with ``features`` columns.
+
+    The first ``features - 1`` columns are standard normal and the last one
+    is an intercept column of ones. Labels are drawn as Bernoulli(σ(X·w))
+    with weights w ~ N(0, 1/features), so that X·w has a variance near 1 and
+    both classes occur. The same arguments give the same data.
+    """
+    rng = np.random.default_rng(seed)
+    X = np.hstack([rng.standard_normal((rows, features - 1)), np.ones((rows, 1))])
+    weights = rng.normal(scale=1.0 / math.sqrt(features), size=features)
+    probabilities = 1.0 / (1.0 + np.exp(-(X @ weights)))
+    y = (rng.random(rows) < probabilities).astype(np.float64)
+    names = (*(f"x{number}" for number in range(1, features)), "intercept")
+    return Dataset(X=X, y=y, feature_names=names, name=f"{SYNTHETIC_PREFIX}{features}x{rows}")
 
 
 def train_test_split(dataset: Dataset, test_fraction: float, seed: int) -> tuple[Dataset, Dataset]:

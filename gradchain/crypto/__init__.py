@@ -21,7 +21,9 @@ from gradchain.crypto.vector import (
     add_vectors,
     decrypt_ciphertexts,
     decrypt_vector,
+    encode_unencrypted_vector,
     encrypt_vector,
+    open_unencrypted_vector,
 )
 
 __all__ = [
@@ -36,12 +38,14 @@ __all__ = [
     "add_vectors",
     "decrypt_ciphertexts",
     "decrypt_vector",
+    "encode_unencrypted_vector",
     "encrypt_vector",
     "generate_keypair",
     "load_private_key",
     "load_public_key",
     "make_encoding",
     "make_obfuscator_pool",
+    "open_unencrypted_vector",
     "save_private_key",
     "save_public_key",
 ]

@@ -29,6 +29,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -341,6 +342,8 @@ class ObfuscatorPool:
 
     def _fill(self) -> None:
         """Keep the pool at ``size`` obfuscators until it closes or a batch fails."""
+        if self._executor is None:
+            _lower_thread_priority()
         try:
             self._source.prepare()
             while True:
@@ -383,6 +386,25 @@ class ObfuscatorPool:
         sizes = _split(min(missing, parts * self.batch_size), parts)
         futures = [executor.submit(_compute_in_worker, size) for size in sizes]
         return [partial(_converted_result, future) for future in futures]
+
+
+#: Nice value of a pool's filling thread. Refilling is background work, so
+#: the round's own work (the event loop, decryption) runs first on a busy CPU.
+FILL_THREAD_NICENESS = 19
+
+
+def _lower_thread_priority() -> None:
+    """Give the calling thread the lowest CPU priority, where the platform allows it per thread.
+
+    Linux schedules each thread on its own, so setpriority on the thread's
+    native id affects only this thread. Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), FILL_THREAD_NICENESS)
+    except OSError as error:
+        logger.debug("could not lower the priority of the obfuscator thread: %s", error)
 
 
 def _converted_result(future: concurrent.futures.Future[list[int]]) -> list[_gmp.Mpz]:

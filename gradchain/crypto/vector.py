@@ -65,6 +65,52 @@ def encrypt_vector(
     return ciphertexts, encoded.clipped
 
 
+def encode_unencrypted_vector(
+    public_key: PublicKey,
+    encoding: Encoding,
+    values: npt.ArrayLike,
+    *,
+    contributors: int = 1,
+) -> tuple[list[int], int]:
+    """Encode ``values`` as Paillier ciphertexts without an obfuscator, for benchmarks only.
+
+    Each ciphertext is ``1 + m*n mod n**2``, a valid ciphertext that anyone
+    can read as ``(c - 1) / n``, so this is no encryption at all. Sums of
+    such ciphertexts travel and add exactly like encrypted ones, which makes
+    them a plaintext reference with the same message sizes and additions.
+    Returns the ciphertexts and the clipped count, as :func:`encrypt_vector` does.
+    """
+    encoded = encoding.encode_vector(values, public_key, contributors=contributors)
+    ciphertexts = [public_key.raw_encrypt_with_obfuscator(plaintext, 1) for plaintext in encoded.plaintexts]
+    return ciphertexts, encoded.clipped
+
+
+def open_unencrypted_vector(
+    public_key: PublicKey,
+    encoding: Encoding,
+    ciphertexts: Sequence[int],
+    contributors: int,
+    round: int | None = None,
+    *,
+    length: int | None = None,
+) -> npt.NDArray[np.float64]:
+    """Read a sum of vectors from :func:`encode_unencrypted_vector` without the private key.
+
+    A product of ciphertexts ``1 + m_i*n`` is ``1 + (Σ m_i)*n mod n**2``, so
+    ``(c - 1) // n`` is the plaintext total. Arguments and errors are as for
+    :func:`decrypt_vector`, plus CryptoError for a ciphertext that is not of that form.
+    """
+    encoding.check_capacity(public_key, contributors, round=round)
+    plaintexts = []
+    for index, ciphertext in enumerate(ciphertexts):
+        total, remainder = divmod(ciphertext - 1, public_key.n)
+        if remainder != 0 or not 0 <= total < public_key.n:
+            where = f"round {round}, slot {index}" if round is not None else f"slot {index}"
+            raise CryptoError(f"{where}: not an unencrypted ciphertext 1 + m*n for key {public_key.fingerprint}")
+        plaintexts.append(total)
+    return encoding.decode_vector(plaintexts, public_key, contributors, round, length=length)
+
+
 def add_vectors(public_key: PublicKey, a: Sequence[int], b: Sequence[int]) -> list[int]:
     """Add two encrypted vectors element by element, as :meth:`PublicKey.raw_add` does.
 

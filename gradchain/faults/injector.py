@@ -1,6 +1,6 @@
 """The fault decisions of one node, without IO.
 
-A :class:`FaultInjector` holds the faults a plan gives one node, and a random
+A :class:`FaultInjector` contains the faults a plan gives one node, and a random
 number generator seeded from the plan's seed and the node id. The transport
 wrapper in :mod:`.transport` asks it what to do with each outgoing message
 and each new round, and the node daemon asks it how long to hold back the
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..node.eventlog import EventLog, read_events
-from .plan import CrashFault, DisconnectFault, Fault, FaultPlan, MessageFault, StragglerFault
+from .plan import CrashFault, DisconnectFault, Fault, FaultPlan, LinkFault, MessageFault, StragglerFault
 
 #: Exit status of a process that a crash fault ended. The launcher restarts
 #: such a node when the plan gives ``restart_after``, and reads any other
@@ -28,7 +28,7 @@ CRASH_EXIT_CODE = 86
 
 @dataclass(frozen=True, kw_only=True)
 class MessageDecision:
-    """What to do with one outgoing message; the defaults publish it unchanged once."""
+    """Handling of one outgoing message. The defaults publish it once, unchanged."""
 
     drop: bool = False
     #: Index of the payload bit to flip, counted from the first byte's most significant bit.
@@ -36,7 +36,7 @@ class MessageDecision:
     duplicate: bool = False
     #: Seconds to hold the message before it is published.
     delay: float = 0.0
-    #: Longest time to hold the message back so that the next one overtakes it.
+    #: Maximum time to keep the message back so that the next one overtakes it.
     reorder_hold: float | None = None
     fired: tuple[MessageFault, ...] = ()
 
@@ -69,9 +69,10 @@ class FaultInjector:
         self.round = round
         due: list[CrashFault | DisconnectFault] = []
         for fault in self.faults:
-            if isinstance(fault, DisconnectFault) or (isinstance(fault, CrashFault) and fault.at == "round_start"):
-                if fault.round == round and self._claim(fault):
-                    due.append(fault)
+            if isinstance(fault, CrashFault) and fault.at != "round_start":
+                continue
+            if isinstance(fault, CrashFault | DisconnectFault) and fault.round == round and self._claim(fault):
+                due.append(fault)
         return due
 
     def crash_due(self, at: str, round: int) -> CrashFault | None:
@@ -111,6 +112,21 @@ class FaultInjector:
             elif fault.kind == "reorder":
                 fields["reorder_hold"] = fault.delay
         return MessageDecision(fired=tuple(fired), **fields)
+
+    def link_delay(self, message_type: str, payload_bytes: int) -> tuple[float, float] | None:
+        """Return (transmission seconds, latency seconds) of the node's emulated link for one message.
+
+        Transmission is the payload's bits divided by the lowest
+        ``bandwidth_mbps`` of the link faults that apply, and latency is the
+        sum of their latencies. Returns None when no link fault applies to
+        ``message_type``. Draws no random numbers.
+        """
+        links = [fault for fault in self.faults if isinstance(fault, LinkFault) and message_type in fault.messages]
+        if not links:
+            return None
+        caps = [fault.bandwidth_mbps for fault in links if fault.bandwidth_mbps is not None]
+        transmission = payload_bytes * 8 / (min(caps) * 1e6) if caps else 0.0
+        return transmission, sum(fault.latency for fault in links)
 
     def hold_own_contribution(self, round: int) -> float:
         """Return the seconds to hold back this node's own contribution of ``round``.

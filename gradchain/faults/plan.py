@@ -20,17 +20,17 @@ from ..topology._fields import Table, describe_value, join_ids
 
 #: Faults applied to a node's outgoing messages, each with a probability.
 MESSAGE_FAULTS = ("drop", "duplicate", "delay", "reorder", "corrupt")
-FAULT_KINDS = ("crash", *MESSAGE_FAULTS, "disconnect", "straggler", "broker_restart")
+FAULT_KINDS = ("crash", *MESSAGE_FAULTS, "disconnect", "straggler", "broker_restart", "link")
 MESSAGE_TYPES = ("round_start", "contribution", "ack", "job_done", "status")
 #: Message types a message fault applies to when the plan names none.
 DEFAULT_MESSAGE_TYPES = ("contribution", "ack")
-#: Where in round k a crash fault ends the process: on RoundStart k, or just
-#: before or after the node publishes its contribution of round k.
+#: Crash points in round k: on RoundStart k, or just before or after the node
+#: publishes its contribution of round k.
 CRASH_POINTS = ("round_start", "before_send", "after_send")
 #: ``node`` value that applies a fault to every node and the learner.
 EVERY_NODE = "*"
 
-#: Seconds a reorder fault holds a message when no later message overtakes it.
+#: Seconds a reorder fault keeps a message back when no later message overtakes it.
 DEFAULT_REORDER_HOLD = 0.5
 #: Seconds the broker stays down during a broker_restart fault.
 DEFAULT_BROKER_DOWNTIME = 1.0
@@ -42,6 +42,7 @@ _KEYS = {
     "disconnect": ("round", "duration"),
     "straggler": ("delay", "first_round", "last_round"),
     "broker_restart": ("round", "downtime"),
+    "link": ("latency", "bandwidth_mbps", "messages"),
     **{kind: ("probability", "messages", "first_round", "last_round", "delay") for kind in MESSAGE_FAULTS},
 }
 
@@ -114,7 +115,26 @@ class BrokerRestartFault:
     node = None
 
 
-Fault = MessageFault | CrashFault | DisconnectFault | StragglerFault | BrokerRestartFault
+@dataclass(frozen=True, kw_only=True)
+class LinkFault:
+    """Emulate a slow link from the node to the broker: every outgoing message of the types in
+    ``messages`` waits ``latency`` seconds plus its size divided by ``bandwidth_mbps``.
+
+    Messages leave in the order they were published, one after another, so a
+    large message holds back the ones after it as on a real link. None for
+    ``bandwidth_mbps`` means no bandwidth cap.
+    """
+
+    index: int
+    node: str
+    latency: float
+    bandwidth_mbps: float | None
+    messages: tuple[str, ...]
+
+    kind = "link"
+
+
+Fault = MessageFault | CrashFault | DisconnectFault | StragglerFault | BrokerRestartFault | LinkFault
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -181,9 +201,9 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
     kind = table.get_str("kind")
     table.require("kind", kind in FAULT_KINDS, f"unknown fault kind {kind!r}", f"use one of: {', '.join(FAULT_KINDS)}")
     if kind == "broker_restart":
-        table.reject_unknown_keys(("kind", *_KEYS[kind]))
         if "node" in table.values:
             raise table.error("node", "a broker restart affects every node", "remove the node key")
+        table.reject_unknown_keys(("kind", *_KEYS[kind]))
         return BrokerRestartFault(
             index=index,
             round=_round(table, "round"),
@@ -216,6 +236,9 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
                 "add restart_after = SECONDS; the restarted learner resumes from its checkpoint",
             )
         return CrashFault(index=index, node=node, round=_round(table, "round"), at=at, restart_after=restart_after)
+
+    if kind == "link":
+        return _parse_link(table, index, node)
 
     if kind == "disconnect":
         duration = _seconds(table, "duration", None)
@@ -259,6 +282,35 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
         first_round=first_round,
         last_round=last_round,
         delay=_seconds(table, "delay", default_delay),
+    )
+
+
+def _parse_link(table: Table, index: int, node: str) -> LinkFault:
+    table.require(
+        "latency",
+        "latency" in table.values or "bandwidth_mbps" in table.values,
+        "a link fault needs latency, bandwidth_mbps or both",
+        "add latency = SECONDS and/or bandwidth_mbps = MEGABITS_PER_SECOND",
+    )
+    bandwidth = None
+    if "bandwidth_mbps" in table.values:
+        bandwidth = table.get_float("bandwidth_mbps")
+        table.require("bandwidth_mbps", bandwidth > 0, f"must be greater than 0, got {bandwidth}")
+    messages = table.get_str_list("messages", MESSAGE_TYPES)
+    table.require("messages", bool(messages), "is empty", f"name message types from: {', '.join(MESSAGE_TYPES)}")
+    for message_type in messages:
+        table.require(
+            "messages",
+            message_type in MESSAGE_TYPES,
+            f"unknown message type {message_type!r}",
+            f"use some of: {', '.join(MESSAGE_TYPES)}",
+        )
+    return LinkFault(
+        index=index,
+        node=node,
+        latency=_seconds(table, "latency", 0.0),
+        bandwidth_mbps=bandwidth,
+        messages=tuple(dict.fromkeys(messages)),
     )
 
 

@@ -3,8 +3,8 @@
 :class:`FaultyTransport` wraps one :class:`~gradchain.node.transport.MqttTransport`
 and sits where the daemon publishes and receives, so the daemon and the
 protocol run unchanged. It reads the round number from the RoundStart
-messages that pass through it and asks the node's
-:class:`~gradchain.faults.injector.FaultInjector` what to do:
+messages that pass through it, and the node's
+:class:`~gradchain.faults.injector.FaultInjector` decides what to do:
 
 - outgoing messages are dropped, published twice, held back, reordered or
   have one bit flipped;
@@ -12,7 +12,10 @@ messages that pass through it and asks the node's
   real crash would, without closing the connection or flushing anything but
   the event log;
 - a disconnect drops the TCP connection and refuses to connect again until
-  the fault's duration has passed.
+  the fault's duration has passed;
+- a link fault queues every outgoing message behind the ones before it and
+  publishes it after its transmission time at the link's bandwidth plus the
+  link's latency, as a slow link from the node to the broker would.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from types import TracebackType
 from typing import NoReturn
 
 from ..errors import ProtocolError, TransportError
-from ..protocol import Contribution, Message, RoundStart, decode
 from ..node.transport import Received, Transport
+from ..protocol import Contribution, Message, RoundStart, decode
 from .injector import CRASH_EXIT_CODE, FaultInjector
 from .plan import CrashFault, DisconnectFault
 
@@ -53,6 +56,10 @@ class FaultyTransport:
         self._exit_process = exit_process
         self._held: list[tuple[str, bytes, bool]] = []
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Event loop time at which the emulated link has sent everything queued so far.
+        self._link_free_at = 0.0
+        self._link_queue: asyncio.Queue[tuple[float, str, bytes, bool]] = asyncio.Queue()
+        self._link_sender: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> FaultyTransport:
         loop = asyncio.get_running_loop()
@@ -72,6 +79,8 @@ class FaultyTransport:
     ) -> None:
         for task in self._tasks:
             task.cancel()
+        if self._link_sender is not None:
+            self._link_sender.cancel()
         self._held.clear()
         await self.inner.__aexit__(exc_type, exc, traceback)
 
@@ -106,7 +115,7 @@ class FaultyTransport:
                 self._later(decision.reorder_hold, None)
             else:
                 for _ in range(copies):
-                    await self.inner.publish(topic, payload, retain=retain)
+                    await self._transmit(topic, payload, retain, message)
                 await self._release_held()
 
         if isinstance(message, RoundStart):
@@ -160,7 +169,7 @@ class FaultyTransport:
                     await self._release_held()
                 else:
                     for topic, payload, retain in messages:
-                        await self.inner.publish(topic, payload, retain=retain)
+                        await self._transmit(topic, payload, retain, _peek(payload))
             except TransportError as error:
                 logger.info("[%s] a message held back by fault injection was lost: %s", self.client_id, error)
 
@@ -171,7 +180,31 @@ class FaultyTransport:
     async def _release_held(self) -> None:
         held, self._held = self._held, []
         for topic, payload, retain in held:
+            await self._transmit(topic, payload, retain, _peek(payload))
+
+    async def _transmit(self, topic: str, payload: bytes, retain: bool, message: Message | None) -> None:
+        """Publish now, or queue the message on the emulated link when a link fault applies to it."""
+        link = self.injector.link_delay(_message_type(message), len(payload))
+        if link is None:
             await self.inner.publish(topic, payload, retain=retain)
+            return
+        transmission, latency = link
+        now = asyncio.get_running_loop().time()
+        self._link_free_at = max(now, self._link_free_at) + transmission
+        self._link_queue.put_nowait((self._link_free_at + latency, topic, payload, retain))
+        if self._link_sender is None or self._link_sender.done():
+            self._link_sender = asyncio.create_task(self._send_over_link())
+
+    async def _send_over_link(self) -> None:
+        """Publish the link's queued messages in order, each at its due time."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due, topic, payload, retain = await self._link_queue.get()
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            try:
+                await self.inner.publish(topic, payload, retain=retain)
+            except TransportError as error:
+                logger.info("[%s] a message on the emulated link was lost: %s", self.client_id, error)
 
 
 def _peek(payload: bytes) -> Message | None:

@@ -19,7 +19,7 @@ import signal
 import socket
 import tempfile
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -271,8 +271,17 @@ async def _shutdown_amqtt(broker: Broker) -> None:
         reader = getattr(handler, "_reader_task", None)
         stopped = getattr(handler, "_reader_stopped", None)
         if isinstance(reader, asyncio.Task) and isinstance(stopped, asyncio.Event):
-            reader.add_done_callback(lambda _task, event=stopped: event.set())
+            reader.add_done_callback(_setter_of(stopped))
     await broker.shutdown()
+
+
+def _setter_of(event: asyncio.Event) -> Callable[[asyncio.Task[Any]], None]:
+    """Return a done-callback that sets ``event``."""
+
+    def set_event(_task: asyncio.Task[Any]) -> None:
+        event.set()
+
+    return set_event
 
 
 def _amqtt_config(host: str, port: int) -> dict[str, object]:
@@ -457,6 +466,9 @@ class MosquittoBroker:
             "allow_anonymous true",
             "persistence false",
             "max_queued_messages 10000",
+            # Without it mosquitto holds small packets for Nagle's algorithm,
+            # which adds about 40 ms to a PUBACK followed by a PUBLISH.
+            "set_tcp_nodelay true",
         ]
         self.config_path.write_text("\n".join(lines) + "\n")
 

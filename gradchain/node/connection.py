@@ -161,8 +161,8 @@ class Connection:
             self.connected.clear()
             self._transport = None
             try:
-                # Unsubscribing first spares the broker sending to a client that is
-                # about to close; amqtt 0.12 logs an error for each such message.
+                # Unsubscribing first spares the broker from sending to a client that
+                # is about to close, which amqtt 0.12 logs as an error per message.
                 for topic in self.subscriptions:
                     await transport.unsubscribe(topic)
                 await transport.publish(
@@ -179,8 +179,8 @@ class Connection:
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """Publish now if connected; return whether the broker acknowledged the message.
 
-        A failure is logged, not raised: the callers resend unacknowledged
-        contributions and republish the round after reconnecting.
+        A failure is logged, not raised, because the callers resend
+        unacknowledged contributions and republish the round after reconnecting.
         """
         transport = self._transport
         if transport is None:
@@ -189,6 +189,6 @@ class Connection:
         try:
             await transport.publish(topic, payload, retain=retain)
         except TransportError as error:
-            self.log.warning("publishing to %s failed: %s", topic, error)
+            self.log.warning("%s", error)
             return False
         return True

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crypto import PublicKey, encrypt_vector
+from ..crypto import PublicKey, encode_unencrypted_vector, encrypt_vector
 from ..crypto.encoding import Encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..models import Model
@@ -46,6 +46,7 @@ def compute_contribution(
     randomise: bool,
     state: object | None = None,
     obfuscators: ObfuscatorPool | None = None,
+    encrypt: bool = True,
 ) -> EncryptedContribution:
     """Compute g_i(θ) over this provider's rows, scale it by a_i and encrypt it.
 
@@ -54,10 +55,15 @@ def compute_contribution(
     ``obfuscators`` is a pool of precomputed r^n (or h_s^r) values for
     ``public_key``; without one they are computed here.
     With ``randomise`` off, a_i = 1 so that a run can be compared exactly with
-    plaintext distributed gradient descent.
+    plaintext distributed gradient descent. With ``encrypt`` off (the
+    benchmark-only ``crypto.encryption = false``) the values are encoded
+    without an obfuscator and anyone can read them.
     """
     gradient = provider_gradient(model, theta, features, labels, state)
     scale = draw_scale() if randomise else 1.0
     values = np.append(scale * gradient, scale)
-    ciphertexts, clipped = encrypt_vector(public_key, encoding, values, obfuscators=obfuscators)
+    if encrypt:
+        ciphertexts, clipped = encrypt_vector(public_key, encoding, values, obfuscators=obfuscators)
+    else:
+        ciphertexts, clipped = encode_unencrypted_vector(public_key, encoding, values)
     return EncryptedContribution(ciphertexts=tuple(ciphertexts), clipped=clipped)

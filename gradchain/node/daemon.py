@@ -16,8 +16,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
+import time
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from ..models.interface import create_local_state
 from ..protocol import (
     Action,
     ComputeContribution,
+    Contribution,
     Dropped,
     Finished,
     NodeConfig,
@@ -44,7 +46,6 @@ from ..protocol import (
     decode,
     encode,
 )
-from ..protocol.node import NodeState
 from ..protocol.routing import deadline_share
 from ..protocol.topics import inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_provider_data
@@ -55,6 +56,7 @@ from .connection import Connection
 from .contribution import compute_contribution
 from .eventlog import EventLog
 from .liveness import DEFAULT_OFFLINE_WAIT
+from .timing import RoundTimer, round_time
 from .transport import MqttTransport, Received, Transport
 
 logger = logging.getLogger(__name__)
@@ -117,6 +119,7 @@ class NodeDaemon:
         self.broker = broker
         self.log = NodeLogger(logger, node_id)
         self.events = EventLog(events_dir, node_id)
+        self.timer = RoundTimer(self.events)
         self.injector = None if faults is None else FaultInjector(faults, node_id, self.events)
         self.protocol = NodeProtocol(node_config(topology, node_id))
         self.encoding = make_encoding(topology.crypto, len(topology.providers))
@@ -161,6 +164,8 @@ class NodeDaemon:
         """
         role = "provider" if self._features is not None else "aggregator"
         self.log.info("starting as %s, sending to %s", role, self.protocol.config.successor)
+        if not self.topology.crypto.encryption and self._features is not None:
+            self.log.warning("crypto.encryption is false: this provider's gradients cross the broker unencrypted")
         try:
             await self.connection.run(self._handle, self._finished, on_connected=self._resend_now)
         finally:
@@ -187,6 +192,8 @@ class NodeDaemon:
     async def _handle(self, received: Received) -> None:
         if not received.payload:
             return  # a cleared retained message
+        arrived_at = time.time()
+        handling_started = time.perf_counter()
         try:
             message = decode(received.payload)
         except ProtocolError as error:
@@ -200,9 +207,12 @@ class NodeDaemon:
             actions = []
         else:
             self.log.debug("received %s", message)
+        if isinstance(message, Contribution):
+            self.timer.input(message.round, message.sender, arrived_at, time.perf_counter() - handling_started)
         for ack in self.protocol.acks_to_send():
             await self._send_ack(ack)
         if isinstance(message, RoundStart) and (self.protocol.run, self.protocol.round) != round_before:
+            self.timer.start(self.protocol.round, at=arrived_at)
             self._start_round_timers()
         await self._execute(actions)
 
@@ -305,9 +315,11 @@ class NodeDaemon:
     async def _contribute(self, action: ComputeContribution) -> None:
         assert self._features is not None and self._labels is not None
         key = PublicKey(n=action.public_key, hs=action.public_key_hs)
-        pool = self._pool_for(key)
+        encrypt = self.topology.crypto.encryption
+        pool = self._pool_for(key) if encrypt else None
         loop = asyncio.get_running_loop()
         started = loop.time()
+        started_at = time.time()
         result = await loop.run_in_executor(
             self._executor,
             lambda: compute_contribution(
@@ -320,9 +332,11 @@ class NodeDaemon:
                 randomise=self.topology.job.randomise,
                 state=self._model_state,
                 obfuscators=pool,
+                encrypt=encrypt,
             ),
         )
         seconds = loop.time() - started
+        self.timer.mark(action.round, "encrypt", started_at, seconds)
         self.report.encrypt_seconds.append(seconds)
         self.report.values_clipped += result.clipped
         if result.clipped:
@@ -333,19 +347,36 @@ class NodeDaemon:
                 self.encoding.clip,
             )
         self.log.debug("round %d: contribution encrypted in %.3f s", action.round, seconds)
+        ready_at = time.time()
+        adding_started = time.perf_counter()
         try:
             actions = self.protocol.own_contribution_ready(action.round, result.ciphertexts)
         except ProtocolError as error:
             log_dropped(self.log, "own contribution", error)
             return
+        self.timer.input(action.round, self.node_id, ready_at, time.perf_counter() - adding_started)
         self.report.rounds_contributed += 1
         await self._execute(actions)
 
     async def _send(self, action: SendContribution) -> None:
         assert self.protocol.public_key is not None
         message = action.message
+        encoding_started = time.perf_counter()
         payload = encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
+        sent_at = time.time()
+        publishing_started = time.perf_counter()
         published = await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
+        self.timer.record(
+            message.run,
+            message.round,
+            to=action.to,
+            reason=action.reason,
+            contributors=len(message.contributors),
+            bytes=len(payload),
+            encode_s=round(publishing_started - encoding_started, 6),
+            sent_at=round_time(sent_at),
+            publish_s=round(time.perf_counter() - publishing_started, 6),
+        )
         details = {"to": action.to, "contributors": list(message.contributors), "published": published}
         if action.reason in ("retry", "reroute"):
             self.report.resends += 1

@@ -39,7 +39,13 @@ from ..protocol import RoundStart, decode
 from ..protocol.topics import round_topic
 from ..topology import Topology, load_eval_data, load_provider_data
 from .backoff import RECONNECT
-from .broker import BrokerAddress, EmbeddedBroker, MosquittoBroker, mosquitto_broker, parse_broker_url
+from .broker import (
+    BrokerAddress,
+    EmbeddedBroker,
+    MosquittoBroker,
+    mosquitto_broker,
+    parse_broker_url,
+)
 from .eventlog import EventLog
 from .learner import write_json_atomically
 from .report import write_report
@@ -297,17 +303,15 @@ class _Supervisor:
                     if process.returncode is None
                 }
                 watched: set[asyncio.Task[Any]] = {*waits, *self._pending_restarts}
-                done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-                for task in waits:
-                    if task not in done:
-                        task.cancel()
-                for task in done:
-                    if task in self._pending_restarts:
-                        del self._pending_restarts[task]
-                        task.result()
+                finished, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                for restart in [task for task in self._pending_restarts if task in finished]:
+                    del self._pending_restarts[restart]
+                    restart.result()  # raises when starting the process failed
+                for wait, process_id in waits.items():
+                    if wait not in finished:
+                        wait.cancel()
                         continue
-                    process_id = waits[task]
-                    code = task.result()
+                    code = wait.result()
                     if process_id == learner_id and not self._schedule_restart(process_id, code):
                         return code
                     if process_id != learner_id and code != 0 and not self._schedule_restart(process_id, code):

@@ -17,7 +17,7 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,16 +26,24 @@ from typing import Any
 import numpy as np
 
 from ..crypto import (
-    make_encoding,
     PrivateKey,
     PublicKey,
     decrypt_vector,
     generate_keypair,
     load_private_key,
+    make_encoding,
+    open_unencrypted_vector,
     save_private_key,
     save_public_key,
 )
-from ..errors import ConfigError, CryptoError, DuplicateMessageError, ProtocolError, StaleMessageError, TransportError
+from ..errors import (
+    ConfigError,
+    CryptoError,
+    DuplicateMessageError,
+    ProtocolError,
+    StaleMessageError,
+    TransportError,
+)
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
 from ..models.interface import initial_theta
@@ -65,6 +73,7 @@ from .common import NodeLogger, log_dropped
 from .connection import Connection
 from .eventlog import EventLog
 from .liveness import DEFAULT_OFFLINE_WAIT
+from .timing import RoundTimer
 from .transport import MqttTransport, Received, Transport
 
 #: Seconds the learner keeps trying to publish JobDone after the job ended.
@@ -199,14 +208,18 @@ class LearnerDaemon:
         faults: FaultPlan | None = None,
         events_dir: Path | None = None,
         offline_wait: float = DEFAULT_OFFLINE_WAIT,
+        before_round: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         self.topology = topology
         self.broker = broker
         self.results = results
         self.startup_timeout = startup_timeout
         self.on_round = on_round
+        #: Awaited before each RoundStart is published; the benchmark uses it to let the nodes go idle.
+        self.before_round = before_round
         self.log = NodeLogger(logger, topology.learner.id)
         self.events = EventLog(events_dir, topology.learner.id)
+        self.timer = RoundTimer(self.events)
         self.injector = None if faults is None else FaultInjector(faults, topology.learner.id, self.events)
         self.private_key = load_or_create_keys(topology, self.log)
         self.public_key: PublicKey = self.private_key.public_key
@@ -272,10 +285,9 @@ class LearnerDaemon:
                 f"but {self.topology.learner.private_key} holds the key {self.public_key.fingerprint}; "
                 "restore the run's key files or start a new run without --resume"
             )
-        if len(checkpoint.theta) != self.topology.job.features:
-            raise ConfigError(
-                f"{where} holds {len(checkpoint.theta)} parameters, the topology has {self.topology.job.features}"
-            )
+        parameters = len(self.protocol.theta)
+        if len(checkpoint.theta) != parameters:
+            raise ConfigError(f"{where} holds {len(checkpoint.theta)} parameters, the job's model has {parameters}")
         return checkpoint
 
     def _restore(self, checkpoint: LearnerCheckpoint) -> None:
@@ -373,6 +385,8 @@ class LearnerDaemon:
     async def _handle(self, received: Received) -> None:
         if not received.payload:
             return
+        arrived_at = time.time()
+        handling_started = time.perf_counter()
         try:
             message = decode(received.payload)
         except ProtocolError as error:
@@ -387,6 +401,9 @@ class LearnerDaemon:
         except ProtocolError as error:
             self._note_dropped(received.topic, error)
             actions = []
+        if isinstance(message, Contribution):
+            # Includes the additions of the total, which happen when the last input arrives.
+            self.timer.input(message.round, message.sender, arrived_at, time.perf_counter() - handling_started)
         for ack in self.protocol.acks_to_send():
             await self.connection.publish(inbox_topic(self.topology.job.id, ack.to), encode(ack.message))
         await self._execute(actions)
@@ -440,9 +457,13 @@ class LearnerDaemon:
 
     async def _publish_round(self, action: PublishRound) -> None:
         message = action.message
+        if isinstance(message, RoundStart) and self.before_round is not None:
+            await self.before_round(message.round)
         self._round_message = message
         if isinstance(message, RoundStart) and self.results is not None:
             self._save_checkpoint(finished=False)
+        if isinstance(message, RoundStart):
+            self.timer.start(message.round)
         self._round_published.clear()
         if await self.connection.publish(round_topic(self.topology.job.id), encode(message), retain=True):
             self._round_published.set()
@@ -489,22 +510,27 @@ class LearnerDaemon:
 
     async def _decrypt(self, action: DecryptTotal) -> None:
         loop = asyncio.get_running_loop()
+        started_at = time.time()
+        started = time.perf_counter()
         try:
-            totals = await loop.run_in_executor(
-                self._executor,
-                lambda: decrypt_vector(
-                    self.private_key,
-                    self.encoding,
-                    action.ciphertexts,
-                    len(action.contributors),
-                    action.round,
-                    length=self.topology.job.features + 1,
-                ),
-            )
+            totals = await loop.run_in_executor(self._executor, lambda: self._open_total(action))
         except CryptoError as error:
             await self._execute(self.protocol.total_invalid(action.round, str(error)))
             return
+        self.timer.mark(action.round, "decrypt", started_at, time.perf_counter() - started)
         await self._execute(self.protocol.total_decrypted(action.round, totals))
+
+    def _open_total(self, action: DecryptTotal) -> np.ndarray:
+        """Decrypt the round's total, or read it directly when ``crypto.encryption`` is false."""
+        length = self.topology.job.features + 1
+        contributors = len(action.contributors)
+        if not self.topology.crypto.encryption:
+            return open_unencrypted_vector(
+                self.public_key, self.encoding, action.ciphertexts, contributors, action.round, length=length
+            )
+        return decrypt_vector(
+            self.private_key, self.encoding, action.ciphertexts, contributors, action.round, length=length
+        )
 
     def _record(self, action: RoundCompleted) -> None:
         loss = accuracy = None
@@ -534,6 +560,7 @@ class LearnerDaemon:
             "round %d (iteration %d): %d contributors, %.3f s", action.round, action.iteration,
             len(action.contributors), record.seconds,
         )
+        self.timer.record(self.run_id, action.round, completed_at=round(time.time(), 4), contributors=len(record.contributors))
         if self.on_round is not None:
             self.on_round(record, self.topology.job.rounds)
 

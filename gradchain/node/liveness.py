@@ -5,7 +5,7 @@ turn, so a second process started with a running node's id would knock the
 first one off the broker again and again. Before a daemon connects with its
 real client id, :func:`ensure_not_running` reads the node's retained status
 through a connection with a temporary client id, and raises when the status
-says another instance is online.
+shows another instance online.
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from .broker import BrokerAddress
 
 logger = logging.getLogger(__name__)
 
-#: Default seconds to wait for an online status to turn offline before refusing.
-#: The broker publishes a crashed process's last will as soon as it sees the
-#: TCP connection close, which on a local network takes milliseconds.
+#: Default seconds to wait for an online status to turn offline before raising.
+#: The broker publishes a crashed process's last will as soon as it detects that
+#: the TCP connection closed, which on a local network takes milliseconds.
 DEFAULT_OFFLINE_WAIT = 5.0
 
 
@@ -37,7 +37,7 @@ async def ensure_not_running(
     offline_wait: float = DEFAULT_OFFLINE_WAIT,
     connect_timeout: float = 30.0,
 ) -> None:
-    """Raise DuplicateNodeError when the retained status says ``node_id`` is online in ``job``.
+    """Raise DuplicateNodeError when the retained status shows ``node_id`` online in ``job``.
 
     The check connects with a temporary client id. After subscribing to the
     status it publishes a marker on a topic of its own: the broker sends the

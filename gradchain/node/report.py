@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, fields, is_dataclass
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
-from ..faults import FaultPlan
+from ..faults import Fault, FaultPlan
 from .eventlog import read_events
 from .learner import write_json_atomically
 
@@ -195,14 +195,13 @@ def _model_comparison(metrics: Mapping[str, Any], reference: Mapping[str, Any] |
     return comparison
 
 
-def _describe(fault: object) -> str:
+def _describe(fault: Fault) -> str:
     """Return one line that names a fault and its settings."""
-    assert is_dataclass(fault) and not isinstance(fault, type)
     values = asdict(fault)
     index = values.pop("index")
     values.pop("kind", None)
     settings = ", ".join(f"{field.name}={values[field.name]}" for field in fields(fault) if field.name in values)
-    return f"faults[{index}] {getattr(fault, 'kind')}: {settings}"
+    return f"faults[{index}] {fault.kind}: {settings}"
 
 
 def _event_name(entry: Mapping[str, Any]) -> str:
@@ -228,13 +227,13 @@ def _count_events(entries: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, i
 
 def _fault_summary(faults: list[Mapping[str, Any]]) -> str:
     counts = Counter(f"{fault.get('kind')} at {fault.get('node')}" for fault in faults)
-    return ", ".join(f"{text} ×{count}" if count > 1 else text for text, count in sorted(counts.items())) or "-"
+    return ", ".join(f"{text} x{count}" if count > 1 else text for text, count in sorted(counts.items())) or "-"
 
 
 def _event_summary(events: Mapping[str, Mapping[str, int]]) -> str:
     parts = []
     for name, per_node in events.items():
-        nodes = ", ".join(f"{node} ×{count}" if count > 1 else node for node, count in sorted(per_node.items()))
+        nodes = ", ".join(f"{node} x{count}" if count > 1 else node for node, count in sorted(per_node.items()))
         parts.append(f"{name.replace('_', ' ')} ({nodes})")
     return "; ".join(parts) or "-"
 
@@ -244,5 +243,9 @@ def _cell(text: str) -> str:
 
 
 def _number(value: object) -> str:
-    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)
 

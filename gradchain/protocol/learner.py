@@ -28,7 +28,15 @@ import numpy as np
 from ..crypto import PublicKey
 from ..errors import ConfigError, DuplicateMessageError, ProtocolError, StaleMessageError
 from ..models.training import StepSchedule, update
-from .events import Action, DecryptTotal, Finished, PublishRound, RoundCompleted, RoundFailed, SendAck
+from .events import (
+    Action,
+    DecryptTotal,
+    Finished,
+    PublishRound,
+    RoundCompleted,
+    RoundFailed,
+    SendAck,
+)
 from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
 from .node import InvalidTransitionError
 from .routing import awaited_senders, sample_participants

@@ -86,7 +86,7 @@ def sample_participants(
 ) -> tuple[str, ...] | None:
     """Return the sorted providers sampled for ``round``, or None when every provider takes part.
 
-    The sample holds ceil(fraction * len(providers)) providers, but at least
+    The sample contains ceil(fraction * len(providers)) providers, but at least
     ``minimum``. It depends only on ``seed``, ``round`` and the provider ids,
     so a run repeated with the same seed samples the same providers.
     """

@@ -148,7 +148,7 @@ def _int_to_bytes(value: int) -> bytes:
 
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = body[name]
-    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
         expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
         raise ProtocolError(
             f"invalid field {name!r}: expected {expected}, got {type(value).__name__}"

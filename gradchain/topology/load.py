@@ -77,6 +77,8 @@ _CRYPTO_KEYS = (
     "djn",
     "obfuscator_bits",
     "pool_size",
+    "encryption",
+    "insecure",
 )
 _LEARNER_KEYS = ("id", "public_key", "private_key", "eval_data")
 _NODE_KEYS = ("id", "data", "next")
@@ -145,6 +147,10 @@ def parse_topology(
         _check_packed_layout(crypto, providers, str(path))
     else:
         _check_encoding_headroom(crypto, providers, str(path))
+    if not crypto.encryption:
+        logger.warning(
+            "%s: crypto.encryption = false: gradients cross the broker unencrypted (benchmarks only)", path
+        )
     if crypto.key_bits < SECURE_KEY_BITS:
         logger.warning(
             "%s: crypto.key_bits = %d is below %d, which is for tests only",
@@ -264,6 +270,15 @@ def _parse_crypto(table: Table) -> CryptoSettings:
         djn=table.get_bool("djn", defaults.djn),
         obfuscator_bits=table.get_optional_int("obfuscator_bits"),
         pool_size=table.get_optional_int("pool_size"),
+        encryption=table.get_bool("encryption", defaults.encryption),
+        insecure=table.get_bool("insecure", defaults.insecure),
+    )
+    table.require(
+        "encryption",
+        crypto.encryption or crypto.insecure,
+        "is false, so every gradient would cross the broker readable by anyone; "
+        "this mode exists only to benchmark gradchain against a plaintext reference",
+        "remove crypto.encryption, or set crypto.insecure = true for a benchmark on synthetic data",
     )
     table.require(
         "key_bits",

@@ -57,6 +57,12 @@ class CryptoSettings:
     ``obfuscator_bits`` is the length of the DJN exponent ``r``, and None means
     ``ceil(key_bits / 2)``. ``pool_size`` is the number of obfuscators a
     provider precomputes, and None means room for two contributions.
+
+    ``encryption = false`` is for benchmarks only and never for real data:
+    providers then send each value as the Paillier ciphertext ``1 + m*n``
+    without an obfuscator, which anyone can read as ``(c - 1) / n``, and the
+    learner reads totals that way instead of decrypting. Loading rejects it
+    unless ``insecure`` is true as well.
     """
 
     key_bits: int = 2048
@@ -67,6 +73,8 @@ class CryptoSettings:
     djn: bool = True
     obfuscator_bits: int | None = None
     pool_size: int | None = None
+    encryption: bool = True
+    insecure: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

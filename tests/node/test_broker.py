@@ -13,9 +13,9 @@ import pytest
 
 from gradchain.errors import ConfigError, TransportError
 from gradchain.node.broker import (
-    _SnapshotIterationDict,
     BrokerAddress,
     MosquittoBroker,
+    _SnapshotIterationDict,
     embedded_broker,
     find_free_port,
     mosquitto_broker,

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from gradchain.protocol.routing import awaited_senders, deadline_share, next_online, sample_participants
+from gradchain.protocol.routing import (
+    awaited_senders,
+    deadline_share,
+    next_online,
+    sample_participants,
+)
 
 # Chain p1 -> p2 -> p3 -> p4 -> learner, seen from p4.
 CHAIN_FEEDERS = {"p3": frozenset({"p2"}), "p2": frozenset({"p1"}), "p1": frozenset()}
