@@ -62,8 +62,8 @@ def _add_fault_options(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         metavar="SECONDS",
-        help="how long to wait for an online status of this id to turn offline before refusing to "
-        "start (default: 5)",
+        help="seconds to wait for an online status of this node id to turn offline before exiting "
+        "with an error, which a crashed predecessor's last will does (default: 5)",
     )
 
 

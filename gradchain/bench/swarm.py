@@ -7,6 +7,14 @@ interpreter. This lets one machine host hundreds of simulated providers
 without paying a Python process for each. They also share the CPU and the
 GIL, so their encryption and additions queue behind each other where
 separate devices would work in parallel.
+
+Every node subscribes to the status of every node, so N nodes starting
+together make the broker deliver about N² status messages. The host starts
+its daemons in batches, smaller the more nodes the job has, and waits after
+each batch until they are connected and its event loop has worked off the
+backlog. Without that, 500 daemons in one process fell more than a second
+behind in reading their sockets, which the transport's socket watch takes
+for a lost connection, and the reconnections fed the backlog further.
 """
 
 from __future__ import annotations
@@ -24,6 +32,15 @@ from ..node.daemon import NodeDaemon, NodeReport
 from ..topology import Topology
 
 logger = logging.getLogger(__name__)
+
+#: Status messages the broker may deliver for one batch of starting daemons
+#: (about batch size x nodes of the job); a batch has 1 to 25 daemons.
+STATUS_DELIVERIES_PER_BATCH = 2000
+MAX_START_BATCH = 25
+#: Delay of the event loop, in seconds, below which the host starts the next batch.
+CAUGHT_UP_LAG = 0.02
+#: Seconds a batch may take to connect, and the loop to catch up, before the host starts the next one.
+BATCH_TIMEOUT = 120.0
 
 #: File descriptors one hosted daemon needs: its MQTT socket, the socket of
 #: its start-up status check and its event log file.
@@ -84,12 +101,44 @@ async def run_swarm(
         for node_id in node_ids
     ]
     logger.info("hosting %d nodes of job %s", len(daemons), topology.job.id)
-    tasks = [
-        asyncio.create_task(daemon.run(), name=f"swarm-{daemon.node_id}") for daemon in daemons
-    ]
+    tasks: list[asyncio.Task[NodeReport]] = []
+    batch_size = max(1, min(MAX_START_BATCH, STATUS_DELIVERIES_PER_BATCH // len(topology.nodes)))
     try:
+        for start in range(0, len(daemons), batch_size):
+            batch = daemons[start : start + batch_size]
+            for daemon in batch:
+                tasks.append(asyncio.create_task(daemon.run(), name=f"swarm-{daemon.node_id}"))
+            await _wait_for_batch(batch, tasks)
         return list(await asyncio.gather(*tasks))
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _wait_for_batch(
+    batch: Sequence[NodeDaemon], tasks: Sequence[asyncio.Task[NodeReport]]
+) -> None:
+    """Wait until the daemons of ``batch`` are connected and the event loop has caught up.
+
+    Re-raises the error of a daemon that has already failed.
+    """
+    connected = asyncio.gather(*(daemon.connection.connected.wait() for daemon in batch))
+    try:
+        await asyncio.wait_for(connected, BATCH_TIMEOUT)
+    except TimeoutError:
+        logger.warning(
+            "a batch of %d nodes did not connect within %g s; starting the next",
+            len(batch),
+            BATCH_TIMEOUT,
+        )
+    for task in tasks:
+        if task.done():
+            task.result()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + BATCH_TIMEOUT
+    while loop.time() < deadline:
+        before = loop.time()
+        await asyncio.sleep(0.05)
+        if loop.time() - before - 0.05 < CAUGHT_UP_LAG:
+            return

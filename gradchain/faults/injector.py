@@ -1,13 +1,13 @@
 """The fault decisions of one node, without IO.
 
 A :class:`FaultInjector` contains the faults a plan gives one node, and a random
-number generator seeded from the plan's seed and the node id. The transport
-wrapper in :mod:`.transport` asks it what to do with each outgoing message
-and each new round, and the node daemon asks it how long to hold back the
-node's own contribution. Given the same sequence of questions it gives the
-same answers, so a run repeated with the same plan injects the same faults as
-long as the nodes send the same messages. Resends depend on timing, so a
-repeated run can send a different sequence.
+number generator seeded from the plan's seed and the node id. It decides
+what the transport wrapper in :mod:`.transport` does with each outgoing
+message and each new round, and how long the node daemon holds back the
+node's own contribution. The same sequence of calls gets the same decisions,
+so a run repeated with the same plan injects the same faults as long as the
+nodes send the same messages. Resends depend on timing, so a repeated run can
+send a different sequence.
 """
 
 from __future__ import annotations
@@ -18,7 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..node.eventlog import EventLog, read_events
-from .plan import CrashFault, DisconnectFault, Fault, FaultPlan, LinkFault, MessageFault, StragglerFault
+from .plan import (
+    CrashFault,
+    DisconnectFault,
+    Fault,
+    FaultPlan,
+    LinkFault,
+    MessageFault,
+    StragglerFault,
+)
 
 #: Exit status of a process that a crash fault ended. The launcher restarts
 #: such a node when the plan gives ``restart_after``, and reads any other

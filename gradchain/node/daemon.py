@@ -1,7 +1,7 @@
 """The daemon of one provider or aggregator node: a thin IO shell around
 :class:`~gradchain.protocol.NodeProtocol`.
 
-It holds one MQTT connection, which it restores after a broker restart or a
+It keeps one MQTT connection, which it restores after a broker restart or a
 network loss, feeds every received message to the protocol, and carries out
 the actions the protocol returns: it acknowledges contributions, forwards the
 sum, resends it until it is acknowledged, and forwards what it has when the
@@ -137,6 +137,7 @@ class NodeDaemon:
             self._model_state = create_local_state(self.model, self._features, self._labels)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gradchain-{node_id}")
         self._tasks: set[asyncio.Task[None]] = set()
+
         job = topology.job.id
         self.connection = Connection(
             broker,
@@ -281,7 +282,7 @@ class NodeDaemon:
         """Compute the own contribution, after the delay of a straggler fault if the plan has one."""
         delay = 0.0 if self.injector is None else self.injector.hold_own_contribution(action.round)
         if delay > 0:
-            self.log.warning("round %d: fault injection holds back the own contribution for %g s", action.round, delay)
+            self.log.warning("round %d: a straggler fault delays the own contribution by %g s", action.round, delay)
             await asyncio.sleep(delay)
         await self._contribute(action)
 
@@ -377,6 +378,7 @@ class NodeDaemon:
             sent_at=round_time(sent_at),
             publish_s=round(time.perf_counter() - publishing_started, 6),
         )
+
         details = {"to": action.to, "contributors": list(message.contributors), "published": published}
         if action.reason in ("retry", "reroute"):
             self.report.resends += 1
@@ -386,6 +388,7 @@ class NodeDaemon:
             self.events.record("retried", run=message.run, round=message.round, **details)
         if action.skipped:
             self.events.record("rerouted", run=message.run, round=message.round, skipped=list(action.skipped), **details)
+
         self.log.info(
             "round %d: %s the sum of %d contributors to %s%s",
             message.round,
@@ -394,6 +397,7 @@ class NodeDaemon:
             action.to,
             f", around offline {list(action.skipped)}" if action.skipped else "",
         )
+
         if self._resender is None or self._resender.done():
             timeout = self.protocol.timeout or self.topology.job.round_timeout
             self._resender = self._spawn(self._resend_until_acknowledged(message.round, timeout), f"resend-{message.round}")

@@ -1,16 +1,16 @@
 """``gradchain run``: a whole job on one machine, every node its own process.
 
-The launcher starts an embedded broker on a free loopback port (or a
-mosquitto process, or uses a broker the user names), starts one
-``gradchain node`` process per node and one ``gradchain learner`` process,
-waits for the learner, and then trains the same model in plaintext on the
+The launcher starts an embedded broker on a free loopback port, or a
+mosquitto process, unless the user names a broker. It starts one
+``gradchain node`` process per node and one ``gradchain learner`` process and
+waits for the learner. Then it trains the same model in plaintext on the
 pooled provider data with the same settings so the user can compare the two.
 
-With a fault plan it passes the plan to every process, restarts processes
-that a crash fault ended when the plan says so (the learner with
-``--resume``), restarts the broker at the rounds the plan names, runs the job
-again without faults as a reference, and writes ``report.md`` and
-``report.json``.
+With a fault plan it passes the plan to every process, and restarts the
+processes that a crash fault ended when the plan gives ``restart_after`` (the
+learner with ``--resume``). It restarts the broker at the rounds the plan
+names, runs the job again without faults as a reference, and writes
+``report.md`` and ``report.json``.
 """
 
 from __future__ import annotations
@@ -195,8 +195,11 @@ async def _run_once(
 ) -> dict[str, Any]:
     """Run the job once with every node a process and return the learner's metrics."""
     results.mkdir(parents=True, exist_ok=True)
-    # A checkpoint of an earlier run in the same folder must not be resumed by this one.
+    # A checkpoint of an earlier run in the same folder must not be resumed by
+    # this one, and its events must not mix into this run's report.
     (results / "checkpoint.json").unlink(missing_ok=True)
+    for old_events in (results / "events").glob("*.jsonl"):
+        old_events.unlink()
     async with _broker_for(broker_url, mosquitto=mosquitto) as broker:
         supervisor = _Supervisor(topology, broker.address, results, plan=plan, log_level=log_level, quiet=quiet)
         restarter = None
@@ -229,7 +232,7 @@ async def _run_once(
 
 
 class _Supervisor:
-    """Starts the node and learner processes of one run and restarts those a crash fault ended."""
+    """Supervisor of the node and learner processes of one run, which restarts those a crash fault ended."""
 
     def __init__(
         self,

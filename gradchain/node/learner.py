@@ -272,7 +272,7 @@ class LearnerDaemon:
 
     def _load_checkpoint(self) -> LearnerCheckpoint:
         if self.results is None:
-            raise ConfigError("resuming needs the results folder that holds checkpoint.json")
+            raise ConfigError("resuming needs the results folder that contains checkpoint.json")
         checkpoint = load_checkpoint(self.results)
         where = self.results / "checkpoint.json"
         if checkpoint.finished:
@@ -287,7 +287,7 @@ class LearnerDaemon:
             )
         parameters = len(self.protocol.theta)
         if len(checkpoint.theta) != parameters:
-            raise ConfigError(f"{where} holds {len(checkpoint.theta)} parameters, the job's model has {parameters}")
+            raise ConfigError(f"{where} contains {len(checkpoint.theta)} parameters, but the job's model has {parameters}")
         return checkpoint
 
     def _restore(self, checkpoint: LearnerCheckpoint) -> None:

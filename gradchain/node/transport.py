@@ -44,7 +44,7 @@ class Received:
 
 
 class Transport(Protocol):
-    """What a daemon needs of one broker connection: :class:`MqttTransport` or a wrapper around it."""
+    """Interface of the broker connection a daemon uses: :class:`MqttTransport` or a wrapper around it."""
 
     client_id: str
 
@@ -69,7 +69,7 @@ class Transport(Protocol):
 
 
 def _unread_bytes(sock: socket.socket) -> int:
-    """Return the number of received bytes waiting in ``sock``, or 0 where that cannot be asked."""
+    """Return the number of received bytes waiting in ``sock``, or 0 where the platform cannot report it."""
     try:
         import fcntl
         import termios
@@ -201,8 +201,8 @@ class MqttTransport:
     def _close_lost_connection(self) -> None:
         """Close a connection that aiomqtt has not noticed is lost, so that leaving it does not wait."""
         # NOTE: aiomqtt 2.5 would send DISCONNECT and wait up to its timeout for
-        # the broker to close the connection; marking it disconnected skips that,
-        # and paho's _sock_close makes aiomqtt stop its keepalive task.
+        # the broker to close the connection. Marking it disconnected skips that.
+        # paho's _sock_close makes aiomqtt stop its keepalive task.
         with contextlib.suppress(Exception):
             self._client._client._sock_close()
         if not self._client._disconnected.done():

@@ -1,10 +1,11 @@
 """The learner's round logic, without IO.
 
-Each round the learner samples the round's participants, publishes θ_k,
-waits for one contribution from each input through which a participant can
-still arrive (an offline node's inputs send around it, straight to the
-learner), and adds them into one total of E(Σ a_i·g_i) and E(Σ a_i). It
-acknowledges each contribution (see :meth:`LearnerProtocol.acks_to_send`).
+Each round the learner samples the round's participants and publishes θ_k.
+It waits for one contribution from each input through which a participant
+can still arrive, and the inputs of an offline node send around it, straight
+to the learner. It acknowledges each contribution (see
+:meth:`LearnerProtocol.acks_to_send`) and adds them into one total of
+E(Σ a_i·g_i) and E(Σ a_i).
 It decrypts the total only if it contains at least ``min_contributors``
 providers, each counted once, and then updates
 
@@ -119,7 +120,7 @@ class LearnerProtocol:
         self._received: dict[str, Contribution] = {}
         #: Providers asked to contribute this round; None means every provider.
         self.participants: frozenset[str] | None = None
-        #: Nodes whose latest retained status says offline.
+        #: Nodes whose latest retained status is offline.
         self.offline: set[str] = set()
         self._acks: list[SendAck] = []
 

@@ -3,9 +3,9 @@
 A node learns from the topology which nodes feed it (its inputs) and where
 its sum goes (its successor). Each round it:
 
-1. receives ``RoundStart`` and, if it holds data and is among the round's
-   participants, asks its shell to compute and encrypt its own contribution
-   at once, without waiting for its inputs;
+1. receives ``RoundStart`` and, if it is a provider among the round's
+   participants, has its shell compute and encrypt its own contribution at
+   once, without waiting for its inputs;
 2. collects one ``Contribution`` from each input, checking that every
    ciphertext is in Z*_{n²} and that no provider is counted twice, and queues
    an ``Ack`` for the sender (see :meth:`NodeProtocol.acks_to_send`);
@@ -124,7 +124,7 @@ class NodeProtocol:
         self._early: dict[tuple[str, int, str], Contribution] = {}
         #: Providers asked to contribute this round; None means every provider.
         self.participants: frozenset[str] | None = None
-        #: Nodes whose latest retained status says offline.
+        #: Nodes whose latest retained status is offline.
         self.offline: set[str] = set()
         #: ``RoundStart.timeout`` of the current round, in seconds.
         self.timeout: float | None = None
@@ -421,7 +421,7 @@ class NodeProtocol:
             self._queue_ack(message)
             raise DuplicateMessageError("early contribution already buffered", sender=message.sender)
         if len(self._early) >= self.MAX_EARLY:
-            # Not acknowledged: the sender resends it, by which time the round may have started here.
+            # It is not acknowledged, so the sender resends it, and by then the round may have started here.
             raise StaleMessageError(
                 "too many contributions for rounds that have not started here",
                 sender=message.sender,

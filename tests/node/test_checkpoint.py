@@ -128,7 +128,7 @@ def test_resume_of_finished_run_rejected(learner_topology: Path, tmp_path: Path)
     [
         pytest.param({"job": "other-job"}, "belongs to job 'other-job'", id="other-job"),
         pytest.param({"key_fingerprint": "ffffffffffffffff"}, "was written with the key ffffffffffffffff", id="other-key"),
-        pytest.param({"theta": [0.5]}, "holds 1 parameters", id="other-model"),
+        pytest.param({"theta": [0.5]}, "contains 1 parameters", id="other-model"),
     ],
 )
 def test_resume_of_mismatched_checkpoint_rejected(

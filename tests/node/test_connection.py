@@ -79,7 +79,7 @@ async def test_status_of_other_node_ignored(broker: BrokerAddress, time_unit: fl
     await ensure_not_running(broker, JOB, "p1", offline_wait=0.1, connect_timeout=10 * time_unit)
 
 
-async def test_crashed_node_going_offline_lets_new_one_start(mosquitto: MosquittoBroker, time_unit: float) -> None:
+async def test_crashed_node_offline_allows_start(mosquitto: MosquittoBroker, time_unit: float) -> None:
     await retain_status(mosquitto.address, "p1", Liveness.ONLINE)
     check = asyncio.create_task(
         ensure_not_running(mosquitto.address, JOB, "p1", offline_wait=10 * time_unit, connect_timeout=10 * time_unit)
@@ -185,7 +185,7 @@ async def test_connection_survives_broker_restart(
     assert names[-1] == "reconnected"
 
 
-async def test_connection_publishes_offline_status_when_stopped(
+async def test_stopped_connection_publishes_offline(
     mosquitto: MosquittoBroker, time_unit: float
 ) -> None:
     link = connection(mosquitto.address, EventLog(None, "p1"))

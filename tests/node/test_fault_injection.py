@@ -207,7 +207,7 @@ def test_crash_points(topology: Topology) -> None:
     assert after is not None and after.index == 3
 
 
-def test_crash_recorded_in_event_file_does_not_fire_again(topology: Topology, tmp_path: Path) -> None:
+def test_recorded_crash_not_fired_again(topology: Topology, tmp_path: Path) -> None:
     crash = {"kind": "crash", "node": "p2", "round": 2, "at": "round_start", "restart_after": 1}
     first = injector(topology, crash, events=tmp_path)
     (fault,) = first.round_started(RUN, 2)
@@ -220,7 +220,7 @@ def test_crash_recorded_in_event_file_does_not_fire_again(topology: Topology, tm
     assert [fault.index for fault in restarted.round_started(OTHER_RUN, 2)] == [1]
 
 
-def test_straggler_holds_own_contribution_in_its_rounds(topology: Topology, tmp_path: Path) -> None:
+def test_straggler_delays_own_contribution(topology: Topology, tmp_path: Path) -> None:
     faulty = injector(
         topology, {"kind": "straggler", "node": "p2", "delay": 4, "first_round": 2, "last_round": 2}, events=tmp_path
     )
@@ -328,7 +328,7 @@ async def test_corrupted_message_differs_in_one_bit(topology: Topology) -> None:
     assert sum(bin(a ^ b).count("1") for a, b in zip(sent, original, strict=True)) == 1
 
 
-async def test_corrupted_messages_rarely_decode_as_the_original(topology: Topology) -> None:
+async def test_corrupted_message_never_decodes_as_original(topology: Topology) -> None:
     transport, inner = wrapped(topology, {"kind": "corrupt", "node": "p2", "probability": 1})
     original = decode(contribution(1))
 
@@ -373,7 +373,7 @@ async def test_reordered_message_sent_after_next_one(topology: Topology) -> None
     assert [payload for _, payload, _ in inner.published] == [ack(1), contribution(1)]
 
 
-async def test_reordered_message_released_without_later_message(topology: Topology, time_unit: float) -> None:
+async def test_reordered_message_released_after_hold(topology: Topology, time_unit: float) -> None:
     transport, inner = wrapped(topology, {"kind": "reorder", "node": "p2", "probability": 1, "delay": 0.05})
 
     await transport.publish(INBOX, contribution(1))

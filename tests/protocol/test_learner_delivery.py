@@ -122,7 +122,7 @@ def test_learner_rejects_ack(paillier: Paillier) -> None:
 # Senders that route around offline nodes
 
 
-def test_rerouted_sender_accepted_once_input_is_offline(paillier: Paillier) -> None:
+def test_rerouted_sender_accepted_when_offline(paillier: Paillier) -> None:
     learner = chain_learner(paillier)
     assert learner.receive(status("p3", Liveness.OFFLINE)) == []
 
@@ -151,7 +151,7 @@ def test_input_going_offline_triggers_decryption(paillier: Paillier) -> None:
     assert action.contributors == ("p1", "p2")
 
 
-def test_offline_status_without_contributions_waits_for_timeout(paillier: Paillier) -> None:
+def test_all_offline_waits_for_timeout(paillier: Paillier) -> None:
     learner = chain_learner(paillier)
 
     for node in ("p1", "p2", "p3"):
@@ -165,7 +165,7 @@ def test_rerouted_sender_contributors_checked(paillier: Paillier) -> None:
         learner.receive(contribution(paillier, "p2", ["p2", "p3"]))
 
 
-def test_overlap_between_input_and_rerouted_sender_rejected(paillier: Paillier) -> None:
+def test_rerouted_overlap_rejected(paillier: Paillier) -> None:
     learner = chain_learner(paillier, min_contributors=3)
     learner.receive(contribution(paillier, "p2", ["p1", "p2"]))
     learner.acks_to_send()

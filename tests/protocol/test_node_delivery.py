@@ -360,7 +360,7 @@ def test_successor_back_online_used_again(paillier: Paillier) -> None:
     assert sent.skipped == ()
 
 
-def test_unacknowledged_sum_rerouted_when_target_goes_offline(paillier: Paillier) -> None:
+def test_unacked_sum_rerouted_on_offline_target(paillier: Paillier) -> None:
     node, sent = forwarded_p4(paillier)
 
     rerouted = only_send(node.receive(status("p5", Liveness.OFFLINE)))
@@ -392,7 +392,7 @@ def test_rerouted_sender_accepted(paillier: Paillier) -> None:
     assert decrypted(paillier, sent.message) == plaintext_sum(VECTOR_P1, VECTOR_P2, VECTOR_P4)
 
 
-def test_rerouted_sender_contributors_checked_against_its_upstream(paillier: Paillier) -> None:
+def test_rerouted_sender_contributors_checked(paillier: Paillier) -> None:
     node = started_p4(paillier)
     claims_p3 = contribution("p2", ["p2", "p3"], paillier.encrypt(plaintext_sum(VECTOR_P2, VECTOR_P3)))
 
@@ -410,7 +410,7 @@ def test_offline_input_waits_for_its_inputs(paillier: Paillier) -> None:
     assert node.awaited == {"p2"}
 
 
-def test_everything_upstream_offline_forwards_own_share_at_once(paillier: Paillier) -> None:
+def test_upstream_offline_forwards_own_share(paillier: Paillier) -> None:
     node = started_p4(paillier)
     for upstream in ("p1", "p2", "p3"):
         node.receive(status(upstream, Liveness.OFFLINE))
@@ -491,7 +491,7 @@ def test_input_without_participants_not_awaited(paillier: Paillier) -> None:
     assert sent.message.contributors == ("p4",)
 
 
-def test_node_without_any_participant_forwards_nothing(paillier: Paillier) -> None:
+def test_node_without_participants_forwards_nothing(paillier: Paillier) -> None:
     node = NodeProtocol(p4_config())
 
     actions = node.receive(start(paillier, participants=("p5", "p6", "p7")))

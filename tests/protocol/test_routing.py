@@ -123,19 +123,19 @@ def test_input_without_participants_is_not_awaited() -> None:
     assert chain_awaited(participants=("p4",)) == frozenset()
 
 
-def test_offline_input_whose_upstream_has_no_participant_is_not_awaited() -> None:
+def test_offline_input_without_participants_skipped() -> None:
     # Only p3 itself takes part, and it is offline, so nothing can come.
     assert chain_awaited(offline=("p3",), participants=("p3",)) == frozenset()
 
 
-def test_input_whose_participants_are_counted_is_not_awaited() -> None:
+def test_input_with_counted_participants_skipped() -> None:
     # p1 and p2 arrived around p3; p3 is back online, but takes no part itself.
     awaited = chain_awaited(received=("p2",), counted=("p1", "p2"), participants=("p1", "p2"))
 
     assert awaited == frozenset()
 
 
-def test_online_input_with_uncounted_participant_is_awaited() -> None:
+def test_input_with_uncounted_participant_awaited() -> None:
     awaited = chain_awaited(received=("p2",), counted=("p1", "p2"))
 
     assert awaited == {"p3"}

@@ -84,7 +84,7 @@ def test_round_start_participants_round_trip() -> None:
     assert decoded == message
 
 
-def test_round_start_without_participants_leaves_field_out() -> None:
+def test_no_participants_leaves_field_out() -> None:
     message = RoundStart(job="job-1", run=RUN, round=2, theta=(0.5,), public_key=MODULUS, timeout=30.0)
 
     body = msgpack.unpackb(encode(message), raw=False)
