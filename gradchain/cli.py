@@ -234,7 +234,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GradchainError as error:
         print(f"gradchain {args.command}: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # `gradchain run` turns SIGINT and SIGTERM into a cancellation after
+        # stopping its node processes and its broker.
         print(f"gradchain {args.command}: interrupted", file=sys.stderr)
         return 130
     raise AssertionError(f"unhandled command {args.command}")

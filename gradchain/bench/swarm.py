@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..errors import ConfigError
 from ..faults import FaultPlan
+from ..node import transport
 from ..node.broker import BrokerAddress
 from ..node.daemon import NodeDaemon, NodeReport
 from ..topology import Topology
@@ -41,6 +42,11 @@ MAX_START_BATCH = 25
 CAUGHT_UP_LAG = 0.02
 #: Seconds a batch may take to connect, and the loop to catch up, before the host starts the next one.
 BATCH_TIMEOUT = 120.0
+
+#: Seconds between the transport's checks for a lost socket in a host of more than
+#: BUSY_HOST_NODES daemons. See run_swarm.
+BUSY_HOST_SOCKET_CHECK = 10.0
+BUSY_HOST_NODES = 100
 
 #: File descriptors one hosted daemon needs: its MQTT socket, the socket of
 #: its start-up status check and its event log file.
@@ -89,6 +95,19 @@ async def run_swarm(
             f"no nodes {unknown} in {topology.path} (known: {', '.join(topology.nodes)})"
         )
     raise_descriptor_limit(64 + DESCRIPTORS_PER_NODE * len(node_ids))
+    if len(node_ids) > BUSY_HOST_NODES and transport.SOCKET_CHECK_INTERVAL < BUSY_HOST_SOCKET_CHECK:
+        # NOTE: the socket watch takes a socket whose unread bytes did not change
+        # between two checks for a lost connection. A loop that serves hundreds of
+        # daemons can take longer than one check interval to get to a socket, so
+        # in the 1,000-provider run healthy connections were dropped by the
+        # hundreds. A longer interval only delays noticing a really lost socket.
+        logger.warning(
+            "hosting %d nodes: checking sockets every %g s instead of %g s",
+            len(node_ids),
+            BUSY_HOST_SOCKET_CHECK,
+            transport.SOCKET_CHECK_INTERVAL,
+        )
+        transport.SOCKET_CHECK_INTERVAL = BUSY_HOST_SOCKET_CHECK
     daemons = [
         NodeDaemon(
             topology,

@@ -24,7 +24,8 @@ SCALE_BITS = 53
 
 def draw_scale() -> float:
     """Draw a_i uniformly from (0, 1] with a cryptographic random source."""
-    return (secrets.randbits(SCALE_BITS) + 1) / 2**SCALE_BITS
+    numerator: int = secrets.randbits(SCALE_BITS) + 1
+    return numerator / float(2**SCALE_BITS)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from ..crypto import PublicKey, make_encoding
+from ..crypto import PublicKey, load_public_key, make_encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..crypto.settings import make_obfuscator_pool
 from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
@@ -77,7 +77,24 @@ class NodeReport:
     encrypt_seconds: list[float] = field(default_factory=list)
 
 
-def node_config(topology: Topology, node_id: str) -> NodeConfig:
+def read_pinned_key(topology: Topology, log: NodeLogger) -> PublicKey | None:
+    """Read the learner's public key file, which nodes use to reject any other key.
+
+    Returns None, with a warning, when the file is not on this machine: the
+    node then trusts whatever key the round messages carry.
+    """
+    path = topology.learner.public_key
+    if not path.exists():
+        log.warning(
+            "no learner public key file at %s, so any client that can publish on the round topic "
+            "can make this node encrypt under its own key; copy the learner's public key file there",
+            path,
+        )
+        return None
+    return load_public_key(path)
+
+
+def node_config(topology: Topology, node_id: str, pinned_key: PublicKey | None = None) -> NodeConfig:
     """Build the protocol configuration of ``node_id`` from its topology."""
     spec = topology.nodes[node_id]
     encoding = make_encoding(topology.crypto, len(topology.providers))
@@ -96,6 +113,7 @@ def node_config(topology: Topology, node_id: str) -> NodeConfig:
         rerouted_inputs={other: topology.providers_upstream_of(other) for other in upstream - inputs},
         feeders={other: topology.inputs_of(other) for other in upstream},
         deadline_share=deadline_share(topology.distance_to_learner(node_id), topology.hops()),
+        pinned_key=pinned_key,
     )
 
 
@@ -121,7 +139,7 @@ class NodeDaemon:
         self.events = EventLog(events_dir, node_id)
         self.timer = RoundTimer(self.events)
         self.injector = None if faults is None else FaultInjector(faults, node_id, self.events)
-        self.protocol = NodeProtocol(node_config(topology, node_id))
+        self.protocol = NodeProtocol(node_config(topology, node_id, read_pinned_key(topology, self.log)))
         self.encoding = make_encoding(topology.crypto, len(topology.providers))
         #: Precomputed obfuscators for the learner's current key; created at the first round.
         self._pool: ObfuscatorPool | None = None
@@ -345,7 +363,7 @@ class NodeDaemon:
                 "round %d: %d gradient values were clipped to +-%g; raise crypto.clip if this repeats",
                 action.round,
                 result.clipped,
-                self.encoding.clip,
+                self.topology.crypto.clip,
             )
         self.log.debug("round %d: contribution encrypted in %.3f s", action.round, seconds)
         ready_at = time.time()

@@ -26,7 +26,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import cast, IO, Any
 
 import aiomqtt
 import numpy as np
@@ -34,7 +34,7 @@ import numpy as np
 from ..errors import ConfigError, GradchainError, ProtocolError, TransportError
 from ..faults import CRASH_EXIT_CODE, BrokerRestartFault, FaultPlan, load_fault_plan
 from ..models import get_model
-from ..models.training import StepSchedule, plaintext_distributed_gd
+from ..models.training import ScheduleKind, StepSchedule, plaintext_distributed_gd
 from ..protocol import RoundStart, decode
 from ..protocol.topics import round_topic
 from ..topology import Topology, load_eval_data, load_provider_data
@@ -47,7 +47,8 @@ from .broker import (
     parse_broker_url,
 )
 from .eventlog import EventLog
-from .learner import write_json_atomically
+from .common import NodeLogger
+from .learner import load_or_create_keys, write_json_atomically
 from .report import write_report
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,7 @@ def plaintext_baseline(topology: Topology) -> Baseline:
     result = plaintext_distributed_gd(
         shards,
         model,
-        StepSchedule(kind=job.schedule, learning_rate=job.learning_rate),
+        StepSchedule(kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate),
         job.l2,
         job.rounds,
         job.tolerance,
@@ -147,6 +148,10 @@ async def run_job(
             f"{faults}: faults[{plan.broker_restarts[0].index}] restarts the broker, but gradchain can "
             f"only restart a broker it started; drop --broker {broker_url} or add --mosquitto"
         )
+    # The key pair exists before any node starts, so every node can pin the
+    # learner's public key from its file.
+    load_or_create_keys(topology, NodeLogger(logger, topology.learner.id))
+    _cancel_on_signals()
     metrics = await _run_once(
         topology,
         broker_url=broker_url,
@@ -181,6 +186,15 @@ async def run_job(
     write_json_atomically(results / "metrics.json", metrics)
     write_report(results, metrics, plan=plan, reference=reference_metrics)
     return metrics
+
+
+def _cancel_on_signals() -> None:
+    """Turn SIGINT and SIGTERM into a cancellation, so the processes and the broker are stopped."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, task.cancel)
 
 
 async def _run_once(

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import cast, Any
 
 import numpy as np
 
@@ -47,7 +47,7 @@ from ..errors import (
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
 from ..models.interface import initial_theta
-from ..models.training import StepSchedule
+from ..models.training import ScheduleKind, StepSchedule
 from ..protocol import (
     Action,
     Contribution,
@@ -177,7 +177,7 @@ def learner_config(topology: Topology) -> LearnerConfig:
         parameters=job.features,
         ciphertext_count=encoding.ciphertext_count(job.features + 1),
         randomise=job.randomise,
-        schedule=StepSchedule(kind=job.schedule, learning_rate=job.learning_rate),
+        schedule=StepSchedule(kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate),
         l2=job.l2,
         max_rounds=job.rounds,
         tolerance=job.tolerance,

@@ -94,6 +94,10 @@ class NodeConfig:
     key_bits: int
     #: Fingerprint the learner's key must have, when the topology pins one.
     key_fingerprint: str | None = None
+    #: The learner's public key as read from its public key file, when the node has that
+    #: file. A RoundStart under any other key (n or h_s) is rejected, so a client that
+    #: impersonates the learner on the broker cannot make the node encrypt under its key.
+    pinned_key: PublicKey | None = None
     #: Nodes after ``successor`` on the path to the learner, which ends the tuple.
     #: The node sends to the first of them that is online while ``successor`` is offline.
     fallbacks: tuple[str, ...] = ()
@@ -262,6 +266,13 @@ class NodeProtocol:
         if key.n.bit_length() != self.config.key_bits:
             raise ProtocolError(
                 f"the learner's key has {key.n.bit_length()} bits, the topology says {self.config.key_bits}",
+                round=message.round,
+            )
+        pinned = self.config.pinned_key
+        if pinned is not None and key != pinned:
+            raise ProtocolError(
+                f"the round's public key {key.fingerprint} is not the learner's key {pinned.fingerprint} "
+                "from the public key file; another client may be publishing as the learner",
                 round=message.round,
             )
         pin = self.config.key_fingerprint

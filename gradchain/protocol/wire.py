@@ -131,7 +131,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
         )
     kind = body.get("type")
     parser = _PARSERS.get(kind) if isinstance(kind, str) else None
-    if parser is None:
+    if parser is None or not isinstance(kind, str):
         raise ProtocolError(f"unknown message type {kind!r}: expected one of {sorted(_PARSERS)}")
     required = _FIELDS[kind] | {"v", "type"}
     allowed = required | _OPTIONAL_FIELDS.get(kind, set())

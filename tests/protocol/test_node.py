@@ -867,3 +867,36 @@ def test_invalid_message_leaves_state_unchanged(
     )
     assert message.contributors == ("p1", "p2")
     assert decrypted(paillier, message) == plaintext_sum(VECTOR_P1, VECTOR_P2)
+
+
+# A key pinned from the learner's public key file
+
+
+def test_round_start_under_foreign_key_rejected(paillier: Paillier) -> None:
+    foreign, _ = generate_keypair(KEY_BITS)
+    node = NodeProtocol(chain_config(pinned_key=paillier.public_key))
+
+    with pytest.raises(ProtocolError, match="not the learner's key"):
+        node.receive(replace(round_start(paillier), public_key=foreign.n, public_key_hs=foreign.hs))
+
+    assert node.state is NodeState.IDLE
+    genuine = replace(round_start(paillier), public_key_hs=paillier.public_key.hs)
+    actions = node.receive(genuine)
+    assert actions[0] == ComputeContribution(
+        round=1,
+        theta=THETA,
+        public_key=paillier.public_key.n,
+        public_key_hs=paillier.public_key.hs,
+    )
+
+
+def test_round_start_with_foreign_hs_rejected(paillier: Paillier) -> None:
+    # An h_s whose discrete logarithm the sender knows lets it strip obfuscators.
+    node = NodeProtocol(chain_config(pinned_key=paillier.public_key))
+    n = paillier.public_key.n
+    chosen = pow(2, n, n * n)
+
+    with pytest.raises(ProtocolError, match="not the learner's key"):
+        node.receive(replace(round_start(paillier), public_key_hs=chosen))
+
+    assert node.state is NodeState.IDLE
