@@ -49,7 +49,10 @@ def _add_logging_options(parser: argparse.ArgumentParser, default: str) -> None:
 
 def _add_fault_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--faults", type=Path, metavar="PLAN", help="inject this process's faults from a fault plan (TOML)"
+        "--faults",
+        type=Path,
+        metavar="PLAN",
+        help="inject this process's faults from a fault plan (TOML)",
     )
     parser.add_argument(
         "--events",
@@ -82,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="MQTT broker as mqtt://HOST[:PORT]; default: an embedded broker on a free loopback port",
     )
-    run.add_argument("--results", type=Path, metavar="DIR", help="folder for metrics.json, the model and logs "
-                     "(default: results/JOB_ID)")
+    run.add_argument(
+        "--results",
+        type=Path,
+        metavar="DIR",
+        help="folder for metrics.json, the model and logs (default: results/JOB_ID)",
+    )
     run.add_argument("--quiet", action="store_true", help="print only the final summary")
     run.add_argument(
         "--mosquitto",
@@ -91,7 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="start a mosquitto process on a free loopback port instead of the embedded broker",
     )
     run.add_argument(
-        "--faults", type=Path, metavar="PLAN", help="inject the faults of this fault plan (TOML, see docs/faults.md)"
+        "--faults",
+        type=Path,
+        metavar="PLAN",
+        help="inject the faults of this fault plan (TOML, see docs/faults.md)",
     )
     run.add_argument(
         "--no-reference",
@@ -103,17 +113,28 @@ def build_parser() -> argparse.ArgumentParser:
     node = commands.add_parser("node", help="run one provider or aggregator node")
     node.add_argument("--id", required=True, dest="node_id", help="this node's id in the topology")
     node.add_argument("topology", type=Path, help="topology file (TOML)")
-    node.add_argument("--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]")
+    node.add_argument(
+        "--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]"
+    )
     _add_fault_options(node)
     _add_logging_options(node, "INFO")
 
     learner = commands.add_parser("learner", help="run the learner, which holds the private key")
     learner.add_argument("topology", type=Path, help="topology file (TOML)")
-    learner.add_argument("--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]")
-    learner.add_argument("--results", type=Path, metavar="DIR", help="folder for metrics.json and model.json "
-                         "(default: results/JOB_ID)")
     learner.add_argument(
-        "--startup-timeout", type=float, default=120.0, metavar="SECONDS",
+        "--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]"
+    )
+    learner.add_argument(
+        "--results",
+        type=Path,
+        metavar="DIR",
+        help="folder for metrics.json and model.json (default: results/JOB_ID)",
+    )
+    learner.add_argument(
+        "--startup-timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
         help="how long to wait for every node to come online (default: 120)",
     )
     learner.add_argument("--quiet", action="store_true", help="do not print a line per round")
@@ -126,15 +147,30 @@ def build_parser() -> argparse.ArgumentParser:
     _add_logging_options(learner, "INFO")
 
     swarm = commands.add_parser(
-        "swarm", help="run many provider and aggregator nodes in one process, each with its own MQTT connection"
+        "swarm",
+        help="run many provider and aggregator nodes in one process, each with its own MQTT connection",
     )
     swarm.add_argument("topology", type=Path, help="topology file (TOML)")
-    swarm.add_argument("--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]")
-    swarm.add_argument("--nodes", metavar="ID,ID,...", help="node ids to run (default: every node of the topology)")
-    swarm.add_argument("--hosts", type=int, default=1, metavar="K",
-                       help="with --host-index, run only every K-th node of the topology (default: 1)")
-    swarm.add_argument("--host-index", type=int, default=0, metavar="I",
-                       help="which of the K shares of nodes to run, from 0 (default: 0)")
+    swarm.add_argument(
+        "--broker", required=True, metavar="URL", help="MQTT broker as mqtt://HOST[:PORT]"
+    )
+    swarm.add_argument(
+        "--nodes", metavar="ID,ID,...", help="node ids to run (default: every node of the topology)"
+    )
+    swarm.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        metavar="K",
+        help="with --host-index, run only every K-th node of the topology (default: 1)",
+    )
+    swarm.add_argument(
+        "--host-index",
+        type=int,
+        default=0,
+        metavar="I",
+        help="which of the K shares of nodes to run, from 0 (default: 0)",
+    )
     _add_fault_options(swarm)
     _add_logging_options(swarm, "WARNING")
 
@@ -167,14 +203,26 @@ def build_parser() -> argparse.ArgumentParser:
         "phenytoin, rifampin, amiodarone",
     )
 
-    topology = commands.add_parser("topology", help="write a topology file and split a dataset across providers")
+    topology = commands.add_parser(
+        "topology", help="write a topology file and split a dataset across providers"
+    )
     shapes = topology.add_subparsers(dest="shape", required=True, metavar="SHAPE")
-    for shape, text in (("chain", "p1 -> p2 -> ... -> learner"), ("tree", "providers -> aggregators -> learner")):
+    for shape, text in (
+        ("chain", "p1 -> p2 -> ... -> learner"),
+        ("tree", "providers -> aggregators -> learner"),
+    ):
         sub = shapes.add_parser(shape, help=text)
-        sub.add_argument("--providers", type=int, required=True, metavar="N", help="number of data providers")
+        sub.add_argument(
+            "--providers", type=int, required=True, metavar="N", help="number of data providers"
+        )
         if shape == "tree":
-            sub.add_argument("--fanout", type=int, default=4, metavar="F",
-                             help="inputs per aggregator (default: 4)")
+            sub.add_argument(
+                "--fanout",
+                type=int,
+                default=4,
+                metavar="F",
+                help="inputs per aggregator (default: 4)",
+            )
         sub.add_argument(
             "--dataset",
             default="breast-cancer",
@@ -197,16 +245,25 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="a [model] setting such as components=4 for pca or rank=8 for factorisation; repeatable",
         )
-        sub.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write into")
+        sub.add_argument(
+            "--out", type=Path, required=True, metavar="DIR", help="folder to write into"
+        )
         sub.add_argument("--job-id", help="job id (default: DATASET-SHAPE)")
         sub.add_argument("--rounds", type=int, help="maximum rounds")
         sub.add_argument("--learning-rate", type=float, help="initial step size eta_0")
-        sub.add_argument("--key-bits", type=int, help="Paillier modulus size in bits (default 2048)")
+        sub.add_argument(
+            "--key-bits", type=int, help="Paillier modulus size in bits (default 2048)"
+        )
         sub.add_argument("--min-contributors", type=int, help="smallest total the learner decrypts")
-        sub.add_argument("--no-randomise", action="store_true",
-                         help="set a_i = 1, for an exact comparison with plaintext gradient descent")
+        sub.add_argument(
+            "--no-randomise",
+            action="store_true",
+            help="set a_i = 1, for an exact comparison with plaintext gradient descent",
+        )
         sub.add_argument("--seed", type=int, default=0, help="seed of the data split (default: 0)")
-        sub.add_argument("--overwrite", action="store_true", help="replace an existing topology in DIR")
+        sub.add_argument(
+            "--overwrite", action="store_true", help="replace an existing topology in DIR"
+        )
     return parser
 
 
@@ -214,7 +271,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `run` passes --log-level on to the node processes, whose logs go to files;
     # its own console shows the rounds and warnings only.
-    level = "WARNING" if args.command in ("run", "topology", "predict-dose", "bench") else args.log_level
+    level = (
+        "WARNING"
+        if args.command in ("run", "topology", "predict-dose", "bench")
+        else args.log_level
+    )
     _configure_logging(level, getattr(args, "log_file", None))
     try:
         if args.command == "run":
@@ -272,7 +333,9 @@ def _run(args: argparse.Namespace) -> int:
 
     topology = _load(args.topology)
     results = _results_folder(args, topology.job.id)
-    shape = f"{len(topology.providers)} providers, {len(topology.nodes)} nodes, {topology.hops()} hops"
+    shape = (
+        f"{len(topology.providers)} providers, {len(topology.nodes)} nodes, {topology.hops()} hops"
+    )
     print(f"job {topology.job.id}: {shape}, {topology.crypto.key_bits}-bit key", flush=True)
     metrics = run_event_loop(
         run_job(
@@ -294,12 +357,16 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
-    print(f"finished after {metrics['rounds']} rounds in {metrics['seconds']:.1f} s: {metrics['reason']}")
+    print(
+        f"finished after {metrics['rounds']} rounds in {metrics['seconds']:.1f} s: {metrics['reason']}"
+    )
     encrypted = metrics.get("scores") or {}
     plaintext = metrics.get("baseline_scores") or {}
     print(f"  encrypted:  {_format_scores(encrypted) if encrypted else 'no held-out data'}")
-    print(f"  plaintext:  {_format_scores(plaintext) if plaintext else 'no held-out data'}"
-          f"  (gradient descent on the pooled data, same settings)")
+    print(
+        f"  plaintext:  {_format_scores(plaintext) if plaintext else 'no held-out data'}"
+        f"  (gradient descent on the pooled data, same settings)"
+    )
     if metrics["accuracy"] is not None and metrics.get("baseline_accuracy") is not None:
         gap = 100 * (metrics["accuracy"] - metrics["baseline_accuracy"])
         print(f"  difference: {gap:+.2f} percentage points")
@@ -307,8 +374,10 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
     if 0 < len(theta) <= 8:
         print("  theta:      [" + ", ".join(f"{value:.4f}" for value in theta) + "]")
     if metrics.get("reference_accuracy") is not None:
-        print(f"  no faults:  accuracy {percent(metrics['reference_accuracy'])}  loss {metrics.get('reference_loss')}"
-              f"  (the same job without the fault plan)")
+        print(
+            f"  no faults:  accuracy {percent(metrics['reference_accuracy'])}  loss {metrics.get('reference_loss')}"
+            f"  (the same job without the fault plan)"
+        )
     print(f"  metrics:    {results / 'metrics.json'}")
     print(f"  report:     {results / 'report.md'}")
 
@@ -320,7 +389,10 @@ def _node(args: argparse.Namespace) -> int:
     topology = _load(args.topology)
     if args.node_id not in topology.nodes:
         known = ", ".join(topology.nodes)
-        print(f"gradchain node: error: no node {args.node_id!r} in {args.topology} (known: {known})", file=sys.stderr)
+        print(
+            f"gradchain node: error: no node {args.node_id!r} in {args.topology} (known: {known})",
+            file=sys.stderr,
+        )
         return 2
     daemon = NodeDaemon(
         topology,
@@ -378,7 +450,9 @@ def _dataset_name(text: str) -> str:
 
     if text in DATASETS or text.startswith(SYNTHETIC_PREFIX):
         return text
-    raise argparse.ArgumentTypeError(f"unknown data set {text!r} (use one of: {', '.join(DATASETS)})")
+    raise argparse.ArgumentTypeError(
+        f"unknown data set {text!r} (use one of: {', '.join(DATASETS)})"
+    )
 
 
 def _load_faults(args: argparse.Namespace, topology):  # type: ignore[no-untyped-def]
@@ -396,7 +470,9 @@ def _load_faults(args: argparse.Namespace, topology):  # type: ignore[no-untyped
             process_id,
         )
     if plan.broker_restarts:
-        logger.info("%s: broker_restart faults are carried out by `gradchain run` alone", args.faults)
+        logger.info(
+            "%s: broker_restart faults are carried out by `gradchain run` alone", args.faults
+        )
     return plan
 
 
@@ -444,14 +520,18 @@ def _parse_model_settings(pairs: Sequence[str]) -> dict[str, int | float]:
     for pair in pairs:
         key, separator, text = pair.partition("=")
         if not separator or not key:
-            raise ConfigError(f"invalid --model-setting {pair!r}: expected KEY=VALUE, e.g. components=4")
+            raise ConfigError(
+                f"invalid --model-setting {pair!r}: expected KEY=VALUE, e.g. components=4"
+            )
         try:
             settings[key] = int(text)
         except ValueError:
             try:
                 settings[key] = float(text)
             except ValueError:
-                raise ConfigError(f"invalid --model-setting {pair!r}: {text!r} is not a number") from None
+                raise ConfigError(
+                    f"invalid --model-setting {pair!r}: {text!r} is not a number"
+                ) from None
     return settings
 
 
@@ -473,11 +553,26 @@ def _topology(args: argparse.Namespace) -> int:
         options["model_settings"] = _parse_model_settings(args.model_setting)
     job_id = args.job_id or f"{args.dataset}-{args.shape}"
     if args.shape == "chain":
-        path = generate.write_chain(args.out, args.dataset, args.providers, job_id=job_id, seed=args.seed,
-                                    overwrite=args.overwrite, **options)
+        path = generate.write_chain(
+            args.out,
+            args.dataset,
+            args.providers,
+            job_id=job_id,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            **options,
+        )
     else:
-        path = generate.write_tree(args.out, args.dataset, args.providers, args.fanout, job_id=job_id,
-                                   seed=args.seed, overwrite=args.overwrite, **options)
+        path = generate.write_tree(
+            args.out,
+            args.dataset,
+            args.providers,
+            args.fanout,
+            job_id=job_id,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            **options,
+        )
     print(f"wrote {path}")
     return 0
 

@@ -94,9 +94,7 @@ class FixedBaseTable:
         ``exponent_bits`` bits.
         """
         if exponent < 0 or exponent.bit_length() > self.exponent_bits:
-            raise ValueError(
-                f"exponent must satisfy 0 <= exponent < 2**{self.exponent_bits}"
-            )
+            raise ValueError(f"exponent must satisfy 0 <= exponent < 2**{self.exponent_bits}")
         mask = (1 << self.window_bits) - 1
         modulus = self._modulus
         result = _gmp.to_mpz(1)

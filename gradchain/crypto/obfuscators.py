@@ -130,7 +130,9 @@ def shared_source(public_key: PublicKey) -> ObfuscatorSource:
 
 
 @lru_cache(maxsize=4)
-def _pool_source(public_key: PublicKey, obfuscator_bits: int | None, window_bits: int) -> ObfuscatorSource:
+def _pool_source(
+    public_key: PublicKey, obfuscator_bits: int | None, window_bits: int
+) -> ObfuscatorSource:
     """Return the process-wide source that pools with these settings share; the table is read-only once built."""
     return ObfuscatorSource(public_key, obfuscator_bits, window_bits)
 

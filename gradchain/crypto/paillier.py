@@ -532,9 +532,10 @@ def generate_keypair(
             continue
         if djn and _gmp.gcd(p - 1, q - 1) != 2:
             continue
-        if prime_bits > PRIME_GAP_MARGIN_BITS and abs(p - q) >> (
-            prime_bits - PRIME_GAP_MARGIN_BITS
-        ) == 0:
+        if (
+            prime_bits > PRIME_GAP_MARGIN_BITS
+            and abs(p - q) >> (prime_bits - PRIME_GAP_MARGIN_BITS) == 0
+        ):
             continue
         break
 

@@ -81,7 +81,9 @@ def encode_unencrypted_vector(
     Returns the ciphertexts and the clipped count, as :func:`encrypt_vector` does.
     """
     encoded = encoding.encode_vector(values, public_key, contributors=contributors)
-    ciphertexts = [public_key.raw_encrypt_with_obfuscator(plaintext, 1) for plaintext in encoded.plaintexts]
+    ciphertexts = [
+        public_key.raw_encrypt_with_obfuscator(plaintext, 1) for plaintext in encoded.plaintexts
+    ]
     return ciphertexts, encoded.clipped
 
 
@@ -106,7 +108,9 @@ def open_unencrypted_vector(
         total, remainder = divmod(ciphertext - 1, public_key.n)
         if remainder != 0 or not 0 <= total < public_key.n:
             where = f"round {round}, slot {index}" if round is not None else f"slot {index}"
-            raise CryptoError(f"{where}: not an unencrypted ciphertext 1 + m*n for key {public_key.fingerprint}")
+            raise CryptoError(
+                f"{where}: not an unencrypted ciphertext 1 + m*n for key {public_key.fingerprint}"
+            )
         plaintexts.append(total)
     return encoding.decode_vector(plaintexts, public_key, contributors, round, length=length)
 

@@ -79,14 +79,23 @@ class FaultInjector:
         for fault in self.faults:
             if isinstance(fault, CrashFault) and fault.at != "round_start":
                 continue
-            if isinstance(fault, CrashFault | DisconnectFault) and fault.round == round and self._claim(fault):
+            if (
+                isinstance(fault, CrashFault | DisconnectFault)
+                and fault.round == round
+                and self._claim(fault)
+            ):
                 due.append(fault)
         return due
 
     def crash_due(self, at: str, round: int) -> CrashFault | None:
         """Return the crash fault that fires ``at`` a send in ``round``, if any."""
         for fault in self.faults:
-            if isinstance(fault, CrashFault) and fault.at == at and fault.round == round and self._claim(fault):
+            if (
+                isinstance(fault, CrashFault)
+                and fault.at == at
+                and fault.round == round
+                and self._claim(fault)
+            ):
                 return fault
         return None
 
@@ -129,7 +138,11 @@ class FaultInjector:
         sum of their latencies. Returns None when no link fault applies to
         ``message_type``. Draws no random numbers.
         """
-        links = [fault for fault in self.faults if isinstance(fault, LinkFault) and message_type in fault.messages]
+        links = [
+            fault
+            for fault in self.faults
+            if isinstance(fault, LinkFault) and message_type in fault.messages
+        ]
         if not links:
             return None
         caps = [fault.bandwidth_mbps for fault in links if fault.bandwidth_mbps is not None]
@@ -143,7 +156,9 @@ class FaultInjector:
         """
         delay = 0.0
         for fault in self.faults:
-            if isinstance(fault, StragglerFault) and self._in_window(fault.first_round, fault.last_round, round):
+            if isinstance(fault, StragglerFault) and self._in_window(
+                fault.first_round, fault.last_round, round
+            ):
                 self.record(fault, round=round, delay=fault.delay)
                 delay += fault.delay
         return delay

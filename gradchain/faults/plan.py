@@ -43,7 +43,10 @@ _KEYS = {
     "straggler": ("delay", "first_round", "last_round"),
     "broker_restart": ("round", "downtime"),
     "link": ("latency", "bandwidth_mbps", "messages"),
-    **{kind: ("probability", "messages", "first_round", "last_round", "delay") for kind in MESSAGE_FAULTS},
+    **{
+        kind: ("probability", "messages", "first_round", "last_round", "delay")
+        for kind in MESSAGE_FAULTS
+    },
 }
 
 
@@ -134,7 +137,9 @@ class LinkFault:
     kind = "link"
 
 
-Fault = MessageFault | CrashFault | DisconnectFault | StragglerFault | BrokerRestartFault | LinkFault
+Fault = (
+    MessageFault | CrashFault | DisconnectFault | StragglerFault | BrokerRestartFault | LinkFault
+)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -179,7 +184,9 @@ def load_fault_plan(path: str | os.PathLike[str], topology: Topology) -> FaultPl
     return parse_fault_plan(document, path, topology)
 
 
-def parse_fault_plan(document: Mapping[str, object], path: str | os.PathLike[str], topology: Topology) -> FaultPlan:
+def parse_fault_plan(
+    document: Mapping[str, object], path: str | os.PathLike[str], topology: Topology
+) -> FaultPlan:
     """Validate a parsed fault plan document against ``topology`` and return the plan."""
     path = Path(path)
     top = Table(document, str(path), error_type=FaultPlanError)
@@ -187,11 +194,15 @@ def parse_fault_plan(document: Mapping[str, object], path: str | os.PathLike[str
     seed = top.get_int("seed", 0)
     entries = top.values.get("faults", [])
     if not isinstance(entries, list):
-        raise top.error("faults", f"expected an array of tables ([[faults]]), got {describe_value(entries)}")
+        raise top.error(
+            "faults", f"expected an array of tables ([[faults]]), got {describe_value(entries)}"
+        )
     faults = []
     for number, entry in enumerate(entries, start=1):
         if not isinstance(entry, dict):
-            raise top.error(f"faults[{number}]", f"is {describe_value(entry)}, expected a [[faults]] table")
+            raise top.error(
+                f"faults[{number}]", f"is {describe_value(entry)}, expected a [[faults]] table"
+            )
         table = Table(entry, str(path), prefix=f"faults[{number}].", error_type=FaultPlanError)
         faults.append(_parse_fault(table, number, topology))
     return FaultPlan(path=path.resolve(), seed=seed, faults=tuple(faults))
@@ -199,7 +210,12 @@ def parse_fault_plan(document: Mapping[str, object], path: str | os.PathLike[str
 
 def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
     kind = table.get_str("kind")
-    table.require("kind", kind in FAULT_KINDS, f"unknown fault kind {kind!r}", f"use one of: {', '.join(FAULT_KINDS)}")
+    table.require(
+        "kind",
+        kind in FAULT_KINDS,
+        f"unknown fault kind {kind!r}",
+        f"use one of: {', '.join(FAULT_KINDS)}",
+    )
     if kind == "broker_restart":
         if "node" in table.values:
             raise table.error("node", "a broker restart affects every node", "remove the node key")
@@ -211,14 +227,21 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
         )
 
     node = _node(table, topology)
-    table = Table(table.values, table.file, prefix=table.prefix, node_id=node, error_type=FaultPlanError)
+    table = Table(
+        table.values, table.file, prefix=table.prefix, node_id=node, error_type=FaultPlanError
+    )
     table.reject_unknown_keys((*_COMMON_KEYS, *_KEYS[kind]))
     is_learner = node == topology.learner.id
 
     if kind == "crash":
         sends_contributions = node != EVERY_NODE and not is_learner
         at = table.get_str("at", "before_send" if sends_contributions else "round_start")
-        table.require("at", at in CRASH_POINTS, f"unknown crash point {at!r}", f"use one of: {', '.join(CRASH_POINTS)}")
+        table.require(
+            "at",
+            at in CRASH_POINTS,
+            f"unknown crash point {at!r}",
+            f"use one of: {', '.join(CRASH_POINTS)}",
+        )
         if at != "round_start":
             table.require(
                 "at",
@@ -235,7 +258,9 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
                 "missing: without the learner the job can never finish",
                 "add restart_after = SECONDS; the restarted learner resumes from its checkpoint",
             )
-        return CrashFault(index=index, node=node, round=_round(table, "round"), at=at, restart_after=restart_after)
+        return CrashFault(
+            index=index, node=node, round=_round(table, "round"), at=at, restart_after=restart_after
+        )
 
     if kind == "link":
         return _parse_link(table, index, node)
@@ -243,7 +268,9 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
     if kind == "disconnect":
         duration = _seconds(table, "duration", None)
         table.require("duration", duration > 0, f"must be greater than 0, got {duration}")
-        return DisconnectFault(index=index, node=node, round=_round(table, "round"), duration=duration)
+        return DisconnectFault(
+            index=index, node=node, round=_round(table, "round"), duration=duration
+        )
 
     first_round, last_round = _round_window(table)
     if kind == "straggler":
@@ -254,13 +281,24 @@ def _parse_fault(table: Table, index: int, topology: Topology) -> Fault:
             f"use one of: {join_ids(topology.providers)}",
         )
         return StragglerFault(
-            index=index, node=node, delay=_seconds(table, "delay", None), first_round=first_round, last_round=last_round
+            index=index,
+            node=node,
+            delay=_seconds(table, "delay", None),
+            first_round=first_round,
+            last_round=last_round,
         )
 
     probability = table.get_float("probability")
-    table.require("probability", 0.0 <= probability <= 1.0, f"must lie in [0, 1], got {probability}")
+    table.require(
+        "probability", 0.0 <= probability <= 1.0, f"must lie in [0, 1], got {probability}"
+    )
     messages = table.get_str_list("messages", DEFAULT_MESSAGE_TYPES)
-    table.require("messages", bool(messages), "is empty", f"name message types from: {', '.join(MESSAGE_TYPES)}")
+    table.require(
+        "messages",
+        bool(messages),
+        "is empty",
+        f"name message types from: {', '.join(MESSAGE_TYPES)}",
+    )
     for message_type in messages:
         table.require(
             "messages",
@@ -297,7 +335,12 @@ def _parse_link(table: Table, index: int, node: str) -> LinkFault:
         bandwidth = table.get_float("bandwidth_mbps")
         table.require("bandwidth_mbps", bandwidth > 0, f"must be greater than 0, got {bandwidth}")
     messages = table.get_str_list("messages", MESSAGE_TYPES)
-    table.require("messages", bool(messages), "is empty", f"name message types from: {', '.join(MESSAGE_TYPES)}")
+    table.require(
+        "messages",
+        bool(messages),
+        "is empty",
+        f"name message types from: {', '.join(MESSAGE_TYPES)}",
+    )
     for message_type in messages:
         table.require(
             "messages",
@@ -336,12 +379,17 @@ def _round(table: Table, key: str) -> int:
 
 def _round_window(table: Table) -> tuple[int, int | None]:
     first = table.get_int("first_round", 1)
-    table.require("first_round", first >= 1, f"must be at least 1, got {first}", "rounds are numbered from 1")
+    table.require(
+        "first_round", first >= 1, f"must be at least 1, got {first}", "rounds are numbered from 1"
+    )
     last = None
     if "last_round" in table.values:
         last = table.get_int("last_round")
         table.require(
-            "last_round", last >= first, f"is {last}, before first_round {first}", "set last_round >= first_round"
+            "last_round",
+            last >= first,
+            f"is {last}, before first_round {first}",
+            "set last_round >= first_round",
         )
     return first, last
 

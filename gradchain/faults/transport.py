@@ -103,7 +103,12 @@ class FaultyTransport:
         for fault in decision.fired:
             self.injector.record(fault, message=_message_type(message), topic=topic)
         if decision.drop:
-            logger.info("[%s] fault injection dropped a %s on %s", self.client_id, _message_type(message), topic)
+            logger.info(
+                "[%s] fault injection dropped a %s on %s",
+                self.client_id,
+                _message_type(message),
+                topic,
+            )
         else:
             if decision.corrupt_bit is not None:
                 payload = _flip_bit(payload, decision.corrupt_bit)
@@ -156,7 +161,9 @@ class FaultyTransport:
         loop = asyncio.get_running_loop()
         self.injector.disconnected_until = loop.time() + fault.duration
         self.injector.record(fault, duration=fault.duration)
-        logger.warning("[%s] fault injection: disconnecting for %g s", self.client_id, fault.duration)
+        logger.warning(
+            "[%s] fault injection: disconnecting for %g s", self.client_id, fault.duration
+        )
         self.inner.abort()
 
     def _later(self, delay: float, messages: list[tuple[str, bytes, bool]] | None) -> None:
@@ -171,7 +178,11 @@ class FaultyTransport:
                     for topic, payload, retain in messages:
                         await self._transmit(topic, payload, retain, _peek(payload))
             except TransportError as error:
-                logger.info("[%s] a message held back by fault injection was lost: %s", self.client_id, error)
+                logger.info(
+                    "[%s] a message held back by fault injection was lost: %s",
+                    self.client_id,
+                    error,
+                )
 
         task = asyncio.create_task(publish_later())
         self._tasks.add(task)
@@ -182,7 +193,9 @@ class FaultyTransport:
         for topic, payload, retain in held:
             await self._transmit(topic, payload, retain, _peek(payload))
 
-    async def _transmit(self, topic: str, payload: bytes, retain: bool, message: Message | None) -> None:
+    async def _transmit(
+        self, topic: str, payload: bytes, retain: bool, message: Message | None
+    ) -> None:
         """Publish now, or queue the message on the emulated link when a link fault applies to it."""
         link = self.injector.link_delay(_message_type(message), len(payload))
         if link is None:
@@ -204,7 +217,9 @@ class FaultyTransport:
             try:
                 await self.inner.publish(topic, payload, retain=retain)
             except TransportError as error:
-                logger.info("[%s] a message on the emulated link was lost: %s", self.client_id, error)
+                logger.info(
+                    "[%s] a message on the emulated link was lost: %s", self.client_id, error
+                )
 
 
 def _peek(payload: bytes) -> Message | None:

@@ -19,7 +19,9 @@ class NodeLogger(logging.LoggerAdapter[logging.Logger]):
         super().__init__(logger, {"node": node_id})
         self.node_id = node_id
 
-    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
         return f"[{self.node_id}] {msg}", kwargs
 
 

@@ -92,7 +92,9 @@ class Connection:
             connections_before = self.connections
             try:
                 if self.connections == 0:
-                    await ensure_not_running(self.broker, self.job, self.node_id, offline_wait=self.offline_wait)
+                    await ensure_not_running(
+                        self.broker, self.job, self.node_id, offline_wait=self.offline_wait
+                    )
                 await self._serve(handle, stopped, on_connected)
                 return
             except TransportError as error:
@@ -135,7 +137,9 @@ class Connection:
         async with transport:
             for topic in self.subscriptions:
                 await transport.subscribe(topic)
-            await transport.publish(status_topic(self.job, self.node_id), self.status(Liveness.ONLINE), retain=True)
+            await transport.publish(
+                status_topic(self.job, self.node_id), self.status(Liveness.ONLINE), retain=True
+            )
             self._transport = transport
             self.connections += 1
             self.connected.set()
@@ -145,7 +149,9 @@ class Connection:
             if on_connected is not None:
                 await on_connected()
 
-            reader = asyncio.create_task(self._read(transport, handle), name=f"{self.node_id}-reader")
+            reader = asyncio.create_task(
+                self._read(transport, handle), name=f"{self.node_id}-reader"
+            )
             stopper = asyncio.create_task(stopped.wait())
             try:
                 done, _ = await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)

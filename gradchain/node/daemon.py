@@ -94,7 +94,9 @@ def read_pinned_key(topology: Topology, log: NodeLogger) -> PublicKey | None:
     return load_public_key(path)
 
 
-def node_config(topology: Topology, node_id: str, pinned_key: PublicKey | None = None) -> NodeConfig:
+def node_config(
+    topology: Topology, node_id: str, pinned_key: PublicKey | None = None
+) -> NodeConfig:
     """Build the protocol configuration of ``node_id`` from its topology."""
     spec = topology.nodes[node_id]
     encoding = make_encoding(topology.crypto, len(topology.providers))
@@ -110,7 +112,9 @@ def node_config(topology: Topology, node_id: str, pinned_key: PublicKey | None =
         ciphertext_count=encoding.ciphertext_count(topology.job.features + 1),
         key_bits=topology.crypto.key_bits,
         fallbacks=topology.path_to_learner(node_id)[2:],
-        rerouted_inputs={other: topology.providers_upstream_of(other) for other in upstream - inputs},
+        rerouted_inputs={
+            other: topology.providers_upstream_of(other) for other in upstream - inputs
+        },
         feeders={other: topology.inputs_of(other) for other in upstream},
         deadline_share=deadline_share(topology.distance_to_learner(node_id), topology.hops()),
         pinned_key=pinned_key,
@@ -139,7 +143,9 @@ class NodeDaemon:
         self.events = EventLog(events_dir, node_id)
         self.timer = RoundTimer(self.events)
         self.injector = None if faults is None else FaultInjector(faults, node_id, self.events)
-        self.protocol = NodeProtocol(node_config(topology, node_id, read_pinned_key(topology, self.log)))
+        self.protocol = NodeProtocol(
+            node_config(topology, node_id, read_pinned_key(topology, self.log))
+        )
         self.encoding = make_encoding(topology.crypto, len(topology.providers))
         #: Precomputed obfuscators for the learner's current key; created at the first round.
         self._pool: ObfuscatorPool | None = None
@@ -153,7 +159,9 @@ class NodeDaemon:
         if topology.nodes[node_id].data is not None:
             self._features, self._labels = load_provider_data(topology, node_id)
             self._model_state = create_local_state(self.model, self._features, self._labels)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"gradchain-{node_id}")
+        self._executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"gradchain-{node_id}"
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
         job = topology.job.id
@@ -184,7 +192,9 @@ class NodeDaemon:
         role = "provider" if self._features is not None else "aggregator"
         self.log.info("starting as %s, sending to %s", role, self.protocol.config.successor)
         if not self.topology.crypto.encryption and self._features is not None:
-            self.log.warning("crypto.encryption is false: this provider's gradients cross the broker unencrypted")
+            self.log.warning(
+                "crypto.encryption is false: this provider's gradients cross the broker unencrypted"
+            )
         try:
             await self.connection.run(self._handle, self._finished, on_connected=self._resend_now)
         finally:
@@ -227,10 +237,15 @@ class NodeDaemon:
         else:
             self.log.debug("received %s", message)
         if isinstance(message, Contribution):
-            self.timer.input(message.round, message.sender, arrived_at, time.perf_counter() - handling_started)
+            self.timer.input(
+                message.round, message.sender, arrived_at, time.perf_counter() - handling_started
+            )
         for ack in self.protocol.acks_to_send():
             await self._send_ack(ack)
-        if isinstance(message, RoundStart) and (self.protocol.run, self.protocol.round) != round_before:
+        if (
+            isinstance(message, RoundStart)
+            and (self.protocol.run, self.protocol.round) != round_before
+        ):
             self.timer.start(self.protocol.round, at=arrived_at)
             self._start_round_timers()
         await self._execute(actions)
@@ -244,7 +259,9 @@ class NodeDaemon:
             event = "dropped_stale"
         else:
             event = "dropped_invalid"
-        self.events.record(event, run=self.protocol.run, round=round, sender=error.sender, reason=error.reason)
+        self.events.record(
+            event, run=self.protocol.run, round=round, sender=error.sender, reason=error.reason
+        )
 
     def _start_round_timers(self) -> None:
         """Start the new round's deadline timer and stop the last round's timers."""
@@ -254,13 +271,17 @@ class NodeDaemon:
         self._resender = None
         delay = self.protocol.deadline_delay
         assert delay is not None
-        self._deadline_timer = self._spawn(self._deadline(self.protocol.round, delay), f"deadline-{self.protocol.round}")
+        self._deadline_timer = self._spawn(
+            self._deadline(self.protocol.round, delay), f"deadline-{self.protocol.round}"
+        )
 
     async def _deadline(self, round: int, delay: float) -> None:
         await asyncio.sleep(delay)
         actions = self.protocol.deadline_reached(round)
         if actions:
-            self.log.info("round %d: deadline of %.2f s passed, forwarding what has arrived", round, delay)
+            self.log.info(
+                "round %d: deadline of %.2f s passed, forwarding what has arrived", round, delay
+            )
         await self._execute(actions)
 
     async def _resend_until_acknowledged(self, round: int, timeout: float) -> None:
@@ -300,7 +321,11 @@ class NodeDaemon:
         """Compute the own contribution, after the delay of a straggler fault if the plan has one."""
         delay = 0.0 if self.injector is None else self.injector.hold_own_contribution(action.round)
         if delay > 0:
-            self.log.warning("round %d: a straggler fault delays the own contribution by %g s", action.round, delay)
+            self.log.warning(
+                "round %d: a straggler fault delays the own contribution by %g s",
+                action.round,
+                delay,
+            )
             await asyncio.sleep(delay)
         await self._contribute(action)
 
@@ -384,7 +409,9 @@ class NodeDaemon:
         payload = encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
         sent_at = time.time()
         publishing_started = time.perf_counter()
-        published = await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
+        published = await self.connection.publish(
+            inbox_topic(self.topology.job.id, action.to), payload
+        )
         self.timer.record(
             message.run,
             message.round,
@@ -397,7 +424,11 @@ class NodeDaemon:
             publish_s=round(time.perf_counter() - publishing_started, 6),
         )
 
-        details = {"to": action.to, "contributors": list(message.contributors), "published": published}
+        details = {
+            "to": action.to,
+            "contributors": list(message.contributors),
+            "published": published,
+        }
         if action.reason in ("retry", "reroute"):
             self.report.resends += 1
         if action.reason == "deadline":
@@ -405,7 +436,13 @@ class NodeDaemon:
         if action.reason == "retry":
             self.events.record("retried", run=message.run, round=message.round, **details)
         if action.skipped:
-            self.events.record("rerouted", run=message.run, round=message.round, skipped=list(action.skipped), **details)
+            self.events.record(
+                "rerouted",
+                run=message.run,
+                round=message.round,
+                skipped=list(action.skipped),
+                **details,
+            )
 
         self.log.info(
             "round %d: %s the sum of %d contributors to %s%s",
@@ -418,7 +455,9 @@ class NodeDaemon:
 
         if self._resender is None or self._resender.done():
             timeout = self.protocol.timeout or self.topology.job.round_timeout
-            self._resender = self._spawn(self._resend_until_acknowledged(message.round, timeout), f"resend-{message.round}")
+            self._resender = self._spawn(
+                self._resend_until_acknowledged(message.round, timeout), f"resend-{message.round}"
+            )
 
     async def _send_ack(self, action: SendAck) -> None:
         payload = encode(action.message)

@@ -34,18 +34,28 @@ class EventLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = self.path.open("a", encoding="utf-8")
 
-    def record(self, event: str, *, run: str | None = None, round: int | None = None, **fields: Any) -> None:
+    def record(
+        self, event: str, *, run: str | None = None, round: int | None = None, **fields: Any
+    ) -> None:
         """Append one event and flush it, so that a crash right after loses nothing."""
         self.counts[event] = self.counts.get(event, 0) + 1
         if self._file is None:
             return
-        entry = {"time": _timestamp(), "node": self.node_id, "event": event, "run": run, "round": round}
+        entry = {
+            "time": _timestamp(),
+            "node": self.node_id,
+            "event": event,
+            "run": run,
+            "round": round,
+        }
         entry.update(fields)
         try:
             self._file.write(json.dumps(entry, sort_keys=False) + "\n")
             self._file.flush()
         except OSError as error:
-            logger.warning("[%s] writing the event log %s failed: %s", self.node_id, self.path, error)
+            logger.warning(
+                "[%s] writing the event log %s failed: %s", self.node_id, self.path, error
+            )
 
     def sync(self) -> None:
         """Force the written events to disk, before the process ends without cleanup."""
@@ -55,7 +65,9 @@ class EventLog:
             self._file.flush()
             os.fsync(self._file.fileno())
         except OSError as error:
-            logger.warning("[%s] syncing the event log %s failed: %s", self.node_id, self.path, error)
+            logger.warning(
+                "[%s] syncing the event log %s failed: %s", self.node_id, self.path, error
+            )
 
     def close(self) -> None:
         if self._file is not None:

@@ -26,7 +26,7 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast, IO, Any
+from typing import IO, Any, cast
 
 import aiomqtt
 import numpy as np
@@ -46,8 +46,8 @@ from .broker import (
     mosquitto_broker,
     parse_broker_url,
 )
-from .eventlog import EventLog
 from .common import NodeLogger
+from .eventlog import EventLog
 from .learner import load_or_create_keys, write_json_atomically
 from .report import write_report
 
@@ -215,12 +215,16 @@ async def _run_once(
     for old_events in (results / "events").glob("*.jsonl"):
         old_events.unlink()
     async with _broker_for(broker_url, mosquitto=mosquitto) as broker:
-        supervisor = _Supervisor(topology, broker.address, results, plan=plan, log_level=log_level, quiet=quiet)
+        supervisor = _Supervisor(
+            topology, broker.address, results, plan=plan, log_level=log_level, quiet=quiet
+        )
         restarter = None
         if plan is not None and plan.broker_restarts:
             assert broker.handle is not None
             restarter = asyncio.create_task(
-                _restart_broker_at_rounds(broker.handle, topology.job.id, plan.broker_restarts, results / "events")
+                _restart_broker_at_rounds(
+                    broker.handle, topology.job.id, plan.broker_restarts, results / "events"
+                )
             )
         try:
             learner_exit = await supervisor.run()
@@ -274,14 +278,27 @@ class _Supervisor:
         self._pending_restarts: dict[asyncio.Task[None], str] = {}
 
     def _arguments(self, process_id: str, *, resume: bool) -> list[str]:
-        common = [str(self.topology.path), "--broker", self.broker.url, "--log-level", self.log_level,
-                  "--events", str(self.events)]
+        common = [
+            str(self.topology.path),
+            "--broker",
+            self.broker.url,
+            "--log-level",
+            self.log_level,
+            "--events",
+            str(self.events),
+        ]
         if self.plan is not None:
             common += ["--faults", str(self.plan.path)]
         if process_id != self.topology.learner.id:
             return ["node", "--id", process_id, *common]
-        arguments = ["learner", *common, "--results", str(self.results),
-                     "--log-file", str(self.logs / f"{process_id}.log")]
+        arguments = [
+            "learner",
+            *common,
+            "--results",
+            str(self.results),
+            "--log-file",
+            str(self.logs / f"{process_id}.log"),
+        ]
         if self.quiet:
             arguments.append("--quiet")
         if resume:
@@ -331,7 +348,11 @@ class _Supervisor:
                     code = wait.result()
                     if process_id == learner_id and not self._schedule_restart(process_id, code):
                         return code
-                    if process_id != learner_id and code != 0 and not self._schedule_restart(process_id, code):
+                    if (
+                        process_id != learner_id
+                        and code != 0
+                        and not self._schedule_restart(process_id, code)
+                    ):
                         await self._stop_learner()
                         raise TransportError(
                             f"node {process_id} exited with status {code} before the job finished; "
@@ -357,10 +378,15 @@ class _Supervisor:
         self.crashes[process_id] = count + 1
         fault = crashes[count]
         if fault.restart_after is None:
-            logger.warning("%s crashed as planned by faults[%d] and stays down", process_id, fault.index)
+            logger.warning(
+                "%s crashed as planned by faults[%d] and stays down", process_id, fault.index
+            )
             return True
         logger.warning(
-            "%s crashed as planned by faults[%d]; restarting it in %g s", process_id, fault.index, fault.restart_after
+            "%s crashed as planned by faults[%d]; restarting it in %g s",
+            process_id,
+            fault.index,
+            fault.restart_after,
         )
         task = asyncio.create_task(self._restart_later(process_id, fault.restart_after))
         self._pending_restarts[task] = process_id
@@ -379,13 +405,23 @@ class _Supervisor:
 
     async def wait_for_nodes(self) -> None:
         """Wait for the node processes to exit after the job, and kill those that do not."""
-        nodes = {node_id: process for node_id, process in self.processes.items() if node_id in self.topology.nodes}
+        nodes = {
+            node_id: process
+            for node_id, process in self.processes.items()
+            if node_id in self.topology.nodes
+        }
         try:
-            await asyncio.wait_for(asyncio.gather(*(process.wait() for process in nodes.values())), NODE_EXIT_TIMEOUT)
+            await asyncio.wait_for(
+                asyncio.gather(*(process.wait() for process in nodes.values())), NODE_EXIT_TIMEOUT
+            )
         except TimeoutError:
-            stuck = sorted(node_id for node_id, process in nodes.items() if process.returncode is None)
+            stuck = sorted(
+                node_id for node_id, process in nodes.items() if process.returncode is None
+            )
             logger.warning(
-                "nodes %s did not exit within %g s of the job's end; killing them", stuck, NODE_EXIT_TIMEOUT
+                "nodes %s did not exit within %g s of the job's end; killing them",
+                stuck,
+                NODE_EXIT_TIMEOUT,
             )
 
     async def stop(self) -> None:
@@ -431,16 +467,26 @@ async def _restart_broker_at_rounds(
                     async for message in client.messages:
                         start = _round_start(message.payload)
                         # A round missed while reconnecting fires at the next round seen.
-                        passed = [number for number in due if start is not None and number <= start.round]
+                        passed = [
+                            number for number in due if start is not None and number <= start.round
+                        ]
                         if start is None or not passed:
                             continue
                         fault = due.pop(min(passed))
                         events.record(
-                            "fault", run=start.run, round=start.round, kind=fault.kind, fault=fault.index,
+                            "fault",
+                            run=start.run,
+                            round=start.round,
+                            kind=fault.kind,
+                            fault=fault.index,
                             downtime=fault.downtime,
                         )
                         events.sync()
-                        logger.warning("restarting the broker at round %d for %g s", start.round, fault.downtime)
+                        logger.warning(
+                            "restarting the broker at round %d for %g s",
+                            start.round,
+                            fault.downtime,
+                        )
                         await broker.stop()
                         await asyncio.sleep(fault.downtime)
                         await broker.start()

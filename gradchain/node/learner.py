@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import cast, Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -154,7 +154,9 @@ def load_or_create_keys(topology: Topology, log: NodeLogger) -> PrivateKey:
         log.info("loaded the %d-bit key %s from %s", bits, key.public_key.fingerprint, private_path)
         return key
     kind = "Damgard-Jurik-Nielsen" if topology.crypto.djn else "plain"
-    log.info("generating a %d-bit Paillier key pair (%s obfuscators)", topology.crypto.key_bits, kind)
+    log.info(
+        "generating a %d-bit Paillier key pair (%s obfuscators)", topology.crypto.key_bits, kind
+    )
     public, private = generate_keypair(topology.crypto.key_bits, djn=topology.crypto.djn)
     private_path.parent.mkdir(parents=True, exist_ok=True)
     public_path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,12 +174,17 @@ def learner_config(topology: Topology) -> LearnerConfig:
     return LearnerConfig(
         job=job.id,
         learner_id=learner_id,
-        inputs={source: topology.providers_upstream_of(source) for source in topology.inputs_of(learner_id)},
+        inputs={
+            source: topology.providers_upstream_of(source)
+            for source in topology.inputs_of(learner_id)
+        },
         min_contributors=job.min_contributors,
         parameters=job.features,
         ciphertext_count=encoding.ciphertext_count(job.features + 1),
         randomise=job.randomise,
-        schedule=StepSchedule(kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate),
+        schedule=StepSchedule(
+            kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate
+        ),
         l2=job.l2,
         max_rounds=job.rounds,
         tolerance=job.tolerance,
@@ -220,7 +227,9 @@ class LearnerDaemon:
         self.log = NodeLogger(logger, topology.learner.id)
         self.events = EventLog(events_dir, topology.learner.id)
         self.timer = RoundTimer(self.events)
-        self.injector = None if faults is None else FaultInjector(faults, topology.learner.id, self.events)
+        self.injector = (
+            None if faults is None else FaultInjector(faults, topology.learner.id, self.events)
+        )
         self.private_key = load_or_create_keys(topology, self.log)
         self.public_key: PublicKey = self.private_key.public_key
         self.encoding = make_encoding(topology.crypto, len(topology.providers))
@@ -276,9 +285,13 @@ class LearnerDaemon:
         checkpoint = load_checkpoint(self.results)
         where = self.results / "checkpoint.json"
         if checkpoint.finished:
-            raise ConfigError(f"the run in {where} has already finished; start the learner without --resume")
+            raise ConfigError(
+                f"the run in {where} has already finished; start the learner without --resume"
+            )
         if checkpoint.job != self.topology.job.id:
-            raise ConfigError(f"{where} belongs to job {checkpoint.job!r}, not {self.topology.job.id!r}")
+            raise ConfigError(
+                f"{where} belongs to job {checkpoint.job!r}, not {self.topology.job.id!r}"
+            )
         if checkpoint.key_fingerprint != self.public_key.fingerprint:
             raise ConfigError(
                 f"{where} was written with the key {checkpoint.key_fingerprint} from {checkpoint.private_key}, "
@@ -287,7 +300,9 @@ class LearnerDaemon:
             )
         parameters = len(self.protocol.theta)
         if len(checkpoint.theta) != parameters:
-            raise ConfigError(f"{where} contains {len(checkpoint.theta)} parameters, but the job's model has {parameters}")
+            raise ConfigError(
+                f"{where} contains {len(checkpoint.theta)} parameters, but the job's model has {parameters}"
+            )
         return checkpoint
 
     def _restore(self, checkpoint: LearnerCheckpoint) -> None:
@@ -318,14 +333,23 @@ class LearnerDaemon:
             name="learner-connection",
         )
         try:
-            await self._wait_or_fail(self._all_online, connection, self.startup_timeout, self._startup_error)
+            await self._wait_or_fail(
+                self._all_online, connection, self.startup_timeout, self._startup_error
+            )
             checkpoint = self.resumed_from
             if checkpoint is None:
-                self.log.info("all %d nodes are online; starting run %s", len(self.topology.nodes), self.run_id)
+                self.log.info(
+                    "all %d nodes are online; starting run %s",
+                    len(self.topology.nodes),
+                    self.run_id,
+                )
                 actions = self.protocol.start()
             else:
                 self.log.info(
-                    "resuming run %s after round %d (iteration %d)", self.run_id, checkpoint.round, checkpoint.iteration
+                    "resuming run %s after round %d (iteration %d)",
+                    self.run_id,
+                    checkpoint.round,
+                    checkpoint.iteration,
                 )
                 self.events.record("resumed", run=self.run_id, round=checkpoint.round)
                 actions = self.protocol.resume(
@@ -335,7 +359,9 @@ class LearnerDaemon:
                 )
             await self._execute(actions)
             await self._wait_or_fail(self._finished, connection, None, None)
-            await self._wait_or_fail(self._round_published, connection, JOB_DONE_TIMEOUT, self._job_done_error)
+            await self._wait_or_fail(
+                self._round_published, connection, JOB_DONE_TIMEOUT, self._job_done_error
+            )
         finally:
             self._stopped.set()
             if self._timer is not None:
@@ -365,13 +391,17 @@ class LearnerDaemon:
         on_timeout: Callable[[], Exception] | None,
     ) -> None:
         waiter = asyncio.create_task(event.wait())
-        done, _ = await asyncio.wait({waiter, connection}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            {waiter, connection}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         if waiter in done:
             return
         waiter.cancel()
         if connection in done:
             connection.result()  # re-raises the connection's error
-            raise TransportError(f"the connection to {self.broker.url} closed before the job finished")
+            raise TransportError(
+                f"the connection to {self.broker.url} closed before the job finished"
+            )
         assert on_timeout is not None
         raise on_timeout()
 
@@ -403,9 +433,13 @@ class LearnerDaemon:
             actions = []
         if isinstance(message, Contribution):
             # Includes the additions of the total, which happen when the last input arrives.
-            self.timer.input(message.round, message.sender, arrived_at, time.perf_counter() - handling_started)
+            self.timer.input(
+                message.round, message.sender, arrived_at, time.perf_counter() - handling_started
+            )
         for ack in self.protocol.acks_to_send():
-            await self.connection.publish(inbox_topic(self.topology.job.id, ack.to), encode(ack.message))
+            await self.connection.publish(
+                inbox_topic(self.topology.job.id, ack.to), encode(ack.message)
+            )
         await self._execute(actions)
 
     def _note_dropped(self, topic: str, error: ProtocolError) -> None:
@@ -416,7 +450,9 @@ class LearnerDaemon:
             event = "dropped_stale"
         else:
             event = "dropped_invalid"
-        self.events.record(event, run=self.run_id, round=error.round, sender=error.sender, reason=error.reason)
+        self.events.record(
+            event, run=self.run_id, round=error.round, sender=error.sender, reason=error.reason
+        )
 
     def _note_status(self, status: Status) -> None:
         if status.job != self.topology.job.id or status.node not in self.topology.nodes:
@@ -444,9 +480,13 @@ class LearnerDaemon:
             elif isinstance(action, RoundCompleted):
                 self._record(action)
             elif isinstance(action, RoundFailed):
-                self.log.warning("round %d failed and will be repeated: %s", action.round, action.reason)
+                self.log.warning(
+                    "round %d failed and will be repeated: %s", action.round, action.reason
+                )
                 self.result.failed_rounds.append({"round": action.round, "reason": action.reason})
-                self.events.record("round_failed", run=self.run_id, round=action.round, reason=action.reason)
+                self.events.record(
+                    "round_failed", run=self.run_id, round=action.round, reason=action.reason
+                )
             elif isinstance(action, Finished):
                 self.result.reason = action.reason
                 self.result.succeeded = action.succeeded
@@ -465,7 +505,9 @@ class LearnerDaemon:
         if isinstance(message, RoundStart):
             self.timer.start(message.round)
         self._round_published.clear()
-        if await self.connection.publish(round_topic(self.topology.job.id), encode(message), retain=True):
+        if await self.connection.publish(
+            round_topic(self.topology.job.id), encode(message), retain=True
+        ):
             self._round_published.set()
         if isinstance(message, RoundStart):
             self._round_started = time.monotonic()
@@ -479,7 +521,9 @@ class LearnerDaemon:
         message = self._round_message
         if message is None:
             return
-        if await self.connection.publish(round_topic(self.topology.job.id), encode(message), retain=True):
+        if await self.connection.publish(
+            round_topic(self.topology.job.id), encode(message), retain=True
+        ):
             self._round_published.set()
             self.log.info("published round %d again after reconnecting", message.round)
 
@@ -526,10 +570,20 @@ class LearnerDaemon:
         contributors = len(action.contributors)
         if not self.topology.crypto.encryption:
             return open_unencrypted_vector(
-                self.public_key, self.encoding, action.ciphertexts, contributors, action.round, length=length
+                self.public_key,
+                self.encoding,
+                action.ciphertexts,
+                contributors,
+                action.round,
+                length=length,
             )
         return decrypt_vector(
-            self.private_key, self.encoding, action.ciphertexts, contributors, action.round, length=length
+            self.private_key,
+            self.encoding,
+            action.ciphertexts,
+            contributors,
+            action.round,
+            length=length,
         )
 
     def _record(self, action: RoundCompleted) -> None:
@@ -538,7 +592,9 @@ class LearnerDaemon:
         if self.eval_data is not None:
             scores = {
                 name: float(value)
-                for name, value in self.model.evaluate(np.asarray(action.theta), *self.eval_data).items()
+                for name, value in self.model.evaluate(
+                    np.asarray(action.theta), *self.eval_data
+                ).items()
             }
             loss = scores.get("loss")
             accuracy = scores.get("accuracy")
@@ -557,10 +613,18 @@ class LearnerDaemon:
         )
         self.result.history.append(record)
         self.log.info(
-            "round %d (iteration %d): %d contributors, %.3f s", action.round, action.iteration,
-            len(action.contributors), record.seconds,
+            "round %d (iteration %d): %d contributors, %.3f s",
+            action.round,
+            action.iteration,
+            len(action.contributors),
+            record.seconds,
         )
-        self.timer.record(self.run_id, action.round, completed_at=round(time.time(), 4), contributors=len(record.contributors))
+        self.timer.record(
+            self.run_id,
+            action.round,
+            completed_at=round(time.time(), 4),
+            contributors=len(record.contributors),
+        )
         if self.on_round is not None:
             self.on_round(record, self.topology.job.rounds)
 

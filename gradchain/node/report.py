@@ -79,7 +79,9 @@ def build_report(
             {
                 "round": number,
                 **outcomes.get(number, {"outcome": "unfinished"}),
-                "faults": [_fault_entry(entry) for entry in entries if entry.get("event") == "fault"],
+                "faults": [
+                    _fault_entry(entry) for entry in entries if entry.get("event") == "fault"
+                ],
                 "events": _count_events(entries),
             }
         )
@@ -89,11 +91,18 @@ def build_report(
         "run": run,
         "succeeded": metrics.get("succeeded"),
         "reason": metrics.get("reason"),
-        "fault_plan": None if plan is None else {"path": str(plan.path), "seed": plan.seed,
-                                                   "faults": [_describe(fault) for fault in plan.faults]},
+        "fault_plan": None
+        if plan is None
+        else {
+            "path": str(plan.path),
+            "seed": plan.seed,
+            "faults": [_describe(fault) for fault in plan.faults],
+        },
         "rounds": rounds,
         "events_outside_rounds": _count_events(by_round.get(None, [])),
-        "totals": dict(Counter(_event_name(entry) for entries in by_round.values() for entry in entries)),
+        "totals": dict(
+            Counter(_event_name(entry) for entries in by_round.values() for entry in entries)
+        ),
         "model": _model_comparison(metrics, reference),
     }
     return report
@@ -107,7 +116,9 @@ def write_report(
     reference: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """Write ``report.json`` and ``report.md`` into ``results`` and return the report."""
-    report = build_report(metrics, collect_events(results / "events"), plan=plan, reference=reference)
+    report = build_report(
+        metrics, collect_events(results / "events"), plan=plan, reference=reference
+    )
     write_json_atomically(results / "report.json", report)
     temporary = results / ".report.md.tmp"
     temporary.write_text(render_markdown(report), encoding="utf-8")
@@ -154,7 +165,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
 
     model = report["model"]
     lines += ["", "## Model", "", "| run | rounds | accuracy | loss |", "| --- | --- | --- | --- |"]
-    lines.append(f"| this run | {model['rounds']} | {_number(model['accuracy'])} | {_number(model['loss'])} |")
+    lines.append(
+        f"| this run | {model['rounds']} | {_number(model['accuracy'])} | {_number(model['loss'])} |"
+    )
     if model.get("reference_accuracy") is not None or model.get("reference_rounds") is not None:
         lines.append(
             f"| fault-free reference | {model['reference_rounds']} | {_number(model['reference_accuracy'])} "
@@ -172,7 +185,9 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _model_comparison(metrics: Mapping[str, Any], reference: Mapping[str, Any] | None) -> dict[str, Any]:
+def _model_comparison(
+    metrics: Mapping[str, Any], reference: Mapping[str, Any] | None
+) -> dict[str, Any]:
     comparison: dict[str, Any] = {
         "rounds": metrics.get("rounds"),
         "accuracy": metrics.get("accuracy"),
@@ -191,7 +206,9 @@ def _model_comparison(metrics: Mapping[str, Any], reference: Mapping[str, Any] |
         comparison["reference_loss"] = reference.get("loss")
         theta, reference_theta = metrics.get("theta") or [], reference.get("theta") or []
         if theta and len(theta) == len(reference_theta):
-            comparison["theta_max_difference"] = max(abs(a - b) for a, b in zip(theta, reference_theta, strict=True))
+            comparison["theta_max_difference"] = max(
+                abs(a - b) for a, b in zip(theta, reference_theta, strict=True)
+            )
     return comparison
 
 
@@ -200,7 +217,9 @@ def _describe(fault: Fault) -> str:
     values = asdict(fault)
     index = values.pop("index")
     values.pop("kind", None)
-    settings = ", ".join(f"{field.name}={values[field.name]}" for field in fields(fault) if field.name in values)
+    settings = ", ".join(
+        f"{field.name}={values[field.name]}" for field in fields(fault) if field.name in values
+    )
     return f"faults[{index}] {fault.kind}: {settings}"
 
 
@@ -227,13 +246,20 @@ def _count_events(entries: Iterable[Mapping[str, Any]]) -> dict[str, dict[str, i
 
 def _fault_summary(faults: list[Mapping[str, Any]]) -> str:
     counts = Counter(f"{fault.get('kind')} at {fault.get('node')}" for fault in faults)
-    return ", ".join(f"{text} x{count}" if count > 1 else text for text, count in sorted(counts.items())) or "-"
+    return (
+        ", ".join(
+            f"{text} x{count}" if count > 1 else text for text, count in sorted(counts.items())
+        )
+        or "-"
+    )
 
 
 def _event_summary(events: Mapping[str, Mapping[str, int]]) -> str:
     parts = []
     for name, per_node in events.items():
-        nodes = ", ".join(f"{node} x{count}" if count > 1 else node for node, count in sorted(per_node.items()))
+        nodes = ", ".join(
+            f"{node} x{count}" if count > 1 else node for node, count in sorted(per_node.items())
+        )
         parts.append(f"{name.replace('_', ' ')} ({nodes})")
     return "; ".join(parts) or "-"
 
@@ -248,4 +274,3 @@ def _number(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
     return str(value)
-

@@ -129,7 +129,9 @@ class MqttTransport:
                 "(check that the broker runs and the address is right)"
             ) from exc
         self._disable_nagle()
-        self._socket_watch = asyncio.create_task(self._watch_socket(), name=f"{self.client_id}-socket-watch")
+        self._socket_watch = asyncio.create_task(
+            self._watch_socket(), name=f"{self.client_id}-socket-watch"
+        )
         logger.debug("%s connected to %s", self.client_id, self.broker.url)
         return self
 
@@ -159,7 +161,9 @@ class MqttTransport:
         try:
             await self._client.__aexit__(exc_type, exc, traceback)
         except aiomqtt.MqttError as error:
-            logger.warning("%s: disconnecting from %s failed: %s", self.client_id, self.broker.url, error)
+            logger.warning(
+                "%s: disconnecting from %s failed: %s", self.client_id, self.broker.url, error
+            )
 
     async def _watch_socket(self) -> None:
         """Set ``_lost`` once the socket is closed, failed, or no longer read.
@@ -194,7 +198,9 @@ class MqttTransport:
                 reason = f"{unread} received bytes were left unread"
             unread_before = unread
             if reason is not None:
-                logger.debug("%s: connection to %s lost: %s", self.client_id, self.broker.url, reason)
+                logger.debug(
+                    "%s: connection to %s lost: %s", self.client_id, self.broker.url, reason
+                )
                 self._lost.set()
                 return
 
@@ -237,11 +243,15 @@ class MqttTransport:
             raise TransportError(f"{failure}: {exc}") from exc
 
     async def subscribe(self, topic: str) -> None:
-        await self._until_lost(self._client.subscribe(topic, qos=1), f"subscribing to {topic} failed")
+        await self._until_lost(
+            self._client.subscribe(topic, qos=1), f"subscribing to {topic} failed"
+        )
         self._subscriptions.append(topic)
 
     async def unsubscribe(self, topic: str) -> None:
-        await self._until_lost(self._client.unsubscribe(topic), f"unsubscribing from {topic} failed")
+        await self._until_lost(
+            self._client.unsubscribe(topic), f"unsubscribing from {topic} failed"
+        )
         if topic in self._subscriptions:
             self._subscriptions.remove(topic)
 
@@ -276,7 +286,9 @@ class MqttTransport:
         """Yield incoming messages until the connection closes; then raise TransportError."""
         iterator = aiter(self._client.messages)
         while True:
-            message = await self._until_lost(anext(iterator), f"connection to {self.broker.url} lost")
+            message = await self._until_lost(
+                anext(iterator), f"connection to {self.broker.url} lost"
+            )
             # amqtt 0.12 sends a new client the retained messages of every
             # subscription any client holds, so filter by our own.
             if not any(message.topic.matches(topic) for topic in self._subscriptions):

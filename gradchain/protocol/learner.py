@@ -104,7 +104,9 @@ class LearnerConfig:
 class LearnerProtocol:
     """Round state machine of the learner."""
 
-    def __init__(self, config: LearnerConfig, *, run: str, public_key: PublicKey, theta: np.ndarray) -> None:
+    def __init__(
+        self, config: LearnerConfig, *, run: str, public_key: PublicKey, theta: np.ndarray
+    ) -> None:
         if theta.shape != (config.parameters,):
             raise ValueError(f"theta has shape {theta.shape}, expected ({config.parameters},)")
         self.config = config
@@ -151,7 +153,9 @@ class LearnerProtocol:
     def receive(self, message: Message) -> list[Action]:
         """Handle one decoded message addressed to the learner."""
         if message.job != self.config.job:
-            raise StaleMessageError(f"message for job {message.job!r}, this learner runs {self.config.job!r}")
+            raise StaleMessageError(
+                f"message for job {message.job!r}, this learner runs {self.config.job!r}"
+            )
         if isinstance(message, Status):
             return self._status(message)
         if not isinstance(message, Contribution):
@@ -197,7 +201,9 @@ class LearnerProtocol:
         ``totals`` holds Σ a_i·g_i followed by Σ a_i.
         """
         if round != self.round or self.state is not LearnerState.DECRYPTING:
-            raise StaleMessageError("decrypted total for a round that is no longer open", round=round)
+            raise StaleMessageError(
+                "decrypted total for a round that is no longer open", round=round
+            )
         contributors = tuple(sorted(self._counted()))
         count = len(contributors)
         expected_shape = (self.config.parameters + 1,)
@@ -240,13 +246,17 @@ class LearnerProtocol:
                 step=step,
                 learning_rate=learning_rate,
                 scale_total=scale_total,
-                participants=None if self.participants is None else tuple(sorted(self.participants)),
+                participants=None
+                if self.participants is None
+                else tuple(sorted(self.participants)),
             )
         ]
         if k >= self.config.max_rounds:
             return actions + self._finish(f"reached the round limit of {self.config.max_rounds}")
         if step < self.config.tolerance:
-            return actions + self._finish(f"converged: update {step:.3g} below tolerance {self.config.tolerance:g}")
+            return actions + self._finish(
+                f"converged: update {step:.3g} below tolerance {self.config.tolerance:g}"
+            )
         self._transition(LearnerEvent.NEXT_ROUND)
         actions.append(self._open_round(self.round + 1))
         return actions
@@ -261,17 +271,23 @@ class LearnerProtocol:
         carries = self._carries()
         if message.run != self.run:
             self._queue_ack(message)
-            raise StaleMessageError("contribution for another run", sender=message.sender, round=message.round)
+            raise StaleMessageError(
+                "contribution for another run", sender=message.sender, round=message.round
+            )
         if message.round != self.round or self.state is not LearnerState.COLLECTING:
             self._queue_ack(message)
             raise StaleMessageError("round is not open", sender=message.sender, round=message.round)
         if message.sender not in carries:
             raise ProtocolError(
-                f"{message.sender!r} is not an input of the learner", sender=message.sender, round=message.round
+                f"{message.sender!r} is not an input of the learner",
+                sender=message.sender,
+                round=message.round,
             )
         if message.sender in self._received:
             self._queue_ack(message)
-            raise DuplicateMessageError("contribution already counted", sender=message.sender, round=message.round)
+            raise DuplicateMessageError(
+                "contribution already counted", sender=message.sender, round=message.round
+            )
         unknown = sorted(set(message.contributors) - carries[message.sender])
         if unknown:
             raise ProtocolError(
@@ -353,7 +369,8 @@ class LearnerProtocol:
                 total = contribution.ciphertexts
             else:
                 total = tuple(
-                    self.public_key.raw_add(a, b) for a, b in zip(total, contribution.ciphertexts, strict=True)
+                    self.public_key.raw_add(a, b)
+                    for a, b in zip(total, contribution.ciphertexts, strict=True)
                 )
         assert total is not None
         self._transition(LearnerEvent.DECRYPT)
@@ -365,7 +382,8 @@ class LearnerProtocol:
         actions: list[Action] = [RoundFailed(round=failed_round, reason=reason)]
         if self.failed_in_a_row >= self.config.max_failed_rounds:
             return actions + self._finish(
-                f"failed: {self.failed_in_a_row} rounds in a row could not complete ({reason})", succeeded=False
+                f"failed: {self.failed_in_a_row} rounds in a row could not complete ({reason})",
+                succeeded=False,
             )
         self._transition(LearnerEvent.NEXT_ROUND)
         actions.append(self._open_round(self.round + 1))

@@ -35,7 +35,9 @@ def _check_id(value: object, field: str) -> None:
 
 def _check_run(value: object) -> None:
     if not isinstance(value, str) or RUN_PATTERN.fullmatch(value) is None:
-        raise ProtocolError(f"invalid run id {_shorten(value)}: expected 8 to 64 lowercase hex digits")
+        raise ProtocolError(
+            f"invalid run id {_shorten(value)}: expected 8 to 64 lowercase hex digits"
+        )
 
 
 def _check_round(value: object) -> None:

@@ -147,7 +147,9 @@ class NodeProtocol:
     def receive(self, message: Message) -> list[Action]:
         """Handle one decoded message and return what to do next."""
         if message.job != self.config.job:
-            raise StaleMessageError(f"message for job {message.job!r}, this node runs {self.config.job!r}")
+            raise StaleMessageError(
+                f"message for job {message.job!r}, this node runs {self.config.job!r}"
+            )
         if isinstance(message, RoundStart):
             return self._round_start(message)
         if isinstance(message, Contribution):
@@ -236,9 +238,13 @@ class NodeProtocol:
                 round=round,
             )
         if not self.config.is_provider:
-            raise ProtocolError(f"node {self.config.node_id} holds no data but produced a contribution")
+            raise ProtocolError(
+                f"node {self.config.node_id} holds no data but produced a contribution"
+            )
         if not self._participates():
-            raise ProtocolError(f"node {self.config.node_id} is not a participant of round {round}", round=round)
+            raise ProtocolError(
+                f"node {self.config.node_id} is not a participant of round {round}", round=round
+            )
         if self._own is not None:
             raise DuplicateMessageError("own contribution computed twice", round=round)
         self._check_ciphertexts(tuple(ciphertexts), sender=self.config.node_id, round=round)
@@ -288,7 +294,9 @@ class NodeProtocol:
         self.public_key = key
         self._received = {}
         self._own = None
-        self.participants = None if message.participants is None else frozenset(message.participants)
+        self.participants = (
+            None if message.participants is None else frozenset(message.participants)
+        )
         self.timeout = message.timeout
         self._past_deadline = False
         self._outgoing = None
@@ -304,8 +312,12 @@ class NodeProtocol:
                     public_key_hs=message.public_key_hs,
                 )
             )
-        early = [c for (run, rnd, _), c in self._early.items() if run == self.run and rnd == self.round]
-        self._early = {k: c for k, c in self._early.items() if k[0] == self.run and k[1] > self.round}
+        early = [
+            c for (run, rnd, _), c in self._early.items() if run == self.run and rnd == self.round
+        ]
+        self._early = {
+            k: c for k, c in self._early.items() if k[0] == self.run and k[1] > self.round
+        }
         for contribution in early:
             # Early contributions could not be checked against the key before
             # now; one bad message must not cost the round its valid ones.
@@ -328,10 +340,14 @@ class NodeProtocol:
             return self._keep_early(message)
         if message.round < self.round:
             self._queue_ack(message)
-            raise StaleMessageError("round already closed", sender=message.sender, round=message.round)
+            raise StaleMessageError(
+                "round already closed", sender=message.sender, round=message.round
+            )
         if message.sender in self._received:
             self._queue_ack(message)
-            raise DuplicateMessageError("contribution already counted", sender=message.sender, round=message.round)
+            raise DuplicateMessageError(
+                "contribution already counted", sender=message.sender, round=message.round
+            )
         if self.state is not NodeState.COLLECTING:
             self._queue_ack(message)
             raise StaleMessageError(
@@ -386,7 +402,9 @@ class NodeProtocol:
                 f"Ack for {message.of!r} reached node {self.config.node_id}", sender=message.sender
             )
         if message.run != self.run or message.round != self.round:
-            raise StaleMessageError("Ack for another round", sender=message.sender, round=message.round)
+            raise StaleMessageError(
+                "Ack for another round", sender=message.sender, round=message.round
+            )
         if self.state is not NodeState.FORWARDED or self._outgoing is None:
             raise StaleMessageError(
                 f"Ack while the node has nothing outstanding (state {self.state.value})",
@@ -400,7 +418,9 @@ class NodeProtocol:
                 round=message.round,
             )
         if self._acked_by is not None:
-            raise DuplicateMessageError("Ack already received", sender=message.sender, round=message.round)
+            raise DuplicateMessageError(
+                "Ack already received", sender=message.sender, round=message.round
+            )
         self._transition(NodeEvent.ACK)
         self._acked_by = message.sender
         return []
@@ -430,7 +450,9 @@ class NodeProtocol:
         key = (message.run, message.round, message.sender)
         if key in self._early:
             self._queue_ack(message)
-            raise DuplicateMessageError("early contribution already buffered", sender=message.sender)
+            raise DuplicateMessageError(
+                "early contribution already buffered", sender=message.sender
+            )
         if len(self._early) >= self.MAX_EARLY:
             # It is not acknowledged, so the sender resends it, and by then the round may have started here.
             raise StaleMessageError(
@@ -446,7 +468,9 @@ class NodeProtocol:
         # A retained JobDone left by an earlier run must not stop a node that
         # is waiting for the next run to start.
         if self.run is None:
-            raise StaleMessageError("job done for a run this node never joined", round=message.round)
+            raise StaleMessageError(
+                "job done for a run this node never joined", round=message.round
+            )
         if message.run != self.run:
             raise StaleMessageError("job done for another run", round=message.round)
         if self.state is NodeState.FINISHED:
@@ -474,7 +498,9 @@ class NodeProtocol:
         expected = self.config.ciphertext_count
         if len(ciphertexts) != expected:
             raise ProtocolError(
-                f"expected {expected} ciphertexts, got {len(ciphertexts)}", sender=sender, round=round
+                f"expected {expected} ciphertexts, got {len(ciphertexts)}",
+                sender=sender,
+                round=round,
             )
         index = self.public_key.first_invalid_ciphertext(ciphertexts)
         if index is not None:
@@ -508,7 +534,8 @@ class NodeProtocol:
                 total = contribution.ciphertexts
             else:
                 total = tuple(
-                    self.public_key.raw_add(a, b) for a, b in zip(total, contribution.ciphertexts, strict=True)
+                    self.public_key.raw_add(a, b)
+                    for a, b in zip(total, contribution.ciphertexts, strict=True)
                 )
         assert total is not None
         self._transition(NodeEvent.FORWARD)

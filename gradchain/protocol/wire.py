@@ -138,7 +138,9 @@ def decode(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
     if not required <= set(body) <= allowed:
         missing = sorted(required - set(body))
         unknown = sorted(set(body) - allowed)
-        raise ProtocolError(f"invalid {kind} message: missing fields {missing}, unknown fields {unknown}")
+        raise ProtocolError(
+            f"invalid {kind} message: missing fields {missing}, unknown fields {unknown}"
+        )
     return parser(body)
 
 
@@ -149,7 +151,9 @@ def _int_to_bytes(value: int) -> bytes:
 def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...]) -> Any:
     value = body[name]
     if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
-        expected = kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        expected = (
+            kind.__name__ if isinstance(kind, type) else " or ".join(k.__name__ for k in kind)
+        )
         raise ProtocolError(
             f"invalid field {name!r}: expected {expected}, got {type(value).__name__}"
         )
@@ -206,7 +210,9 @@ def _parse_contribution(body: dict[str, Any]) -> Contribution:
         raise ProtocolError("invalid field 'ciphertexts': the list is empty")
     width = len(raw[0]) if isinstance(raw[0], bytes) else -1
     if not 0 < width <= MAX_CIPHERTEXT_BYTES:
-        raise ProtocolError("invalid field 'ciphertexts': expected byte strings of one fixed length")
+        raise ProtocolError(
+            "invalid field 'ciphertexts': expected byte strings of one fixed length"
+        )
     for item in raw:
         if not isinstance(item, bytes) or len(item) != width:
             raise ProtocolError(

@@ -149,7 +149,8 @@ def parse_topology(
         _check_encoding_headroom(crypto, providers, str(path))
     if not crypto.encryption:
         logger.warning(
-            "%s: crypto.encryption = false: gradients cross the broker unencrypted (benchmarks only)", path
+            "%s: crypto.encryption = false: gradients cross the broker unencrypted (benchmarks only)",
+            path,
         )
     if crypto.key_bits < SECURE_KEY_BITS:
         logger.warning(

@@ -162,7 +162,7 @@ def test_round_trip_matches_fixed_point(medium_keypair: Keypair) -> None:
 
 def test_negative_values_round_trip(medium_keypair: Keypair) -> None:
     public_key, private_key = medium_keypair
-    values = np.array([-1.0, -0.5, -2.0**-8, -3.75, -0.0])
+    values = np.array([-1.0, -0.5, -(2.0**-8), -3.75, -0.0])
     encoding = small_encoding()
 
     ciphertexts, _ = encrypt_vector(public_key, encoding, values)

@@ -84,9 +84,7 @@ def encrypted_total(
             assert clipped == 0
             total = ciphertexts if total is None else add_vectors(public_key, total, ciphertexts)
     assert total is not None
-    return decrypt_vector(
-        private_key, encoding, total, len(vectors), round, length=FEATURES + 1
-    )
+    return decrypt_vector(private_key, encoding, total, len(vectors), round, length=FEATURES + 1)
 
 
 def test_packed_training_matches_unpacked(djn_1024: Keypair) -> None:

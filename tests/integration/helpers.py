@@ -38,10 +38,15 @@ class JobOutcome:
         for log in sorted((self.results / "logs").glob("*.log")):
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
             logs.append(f"--- {log.name}\n{tail}")
-        return f"exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}\n" + "\n".join(logs)
+        return (
+            f"exit {self.returncode}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}\n"
+            + "\n".join(logs)
+        )
 
 
-async def run_cli(args: Sequence[str], *, timeout: float, cwd: Path | None = None) -> tuple[int, str, str]:
+async def run_cli(
+    args: Sequence[str], *, timeout: float, cwd: Path | None = None
+) -> tuple[int, str, str]:
     """Run ``python -m gradchain ARGS`` and return its exit code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -58,7 +63,11 @@ async def run_cli(args: Sequence[str], *, timeout: float, cwd: Path | None = Non
     except TimeoutError:
         process.kill()
         stdout, stderr = await process.communicate()
-        return -1, stdout.decode(errors="replace"), stderr.decode(errors="replace") + "\n(timed out)"
+        return (
+            -1,
+            stdout.decode(errors="replace"),
+            stderr.decode(errors="replace") + "\n(timed out)",
+        )
     assert process.returncode is not None
     return process.returncode, stdout.decode(errors="replace"), stderr.decode(errors="replace")
 

@@ -129,7 +129,9 @@ def events(results: Path, name: str | None = None, kind: str | None = None) -> l
     return found
 
 
-def assert_sound(outcome: JobOutcome, reference: dict[str, Any], *, rounds: int = ROUNDS) -> dict[str, Any]:
+def assert_sound(
+    outcome: JobOutcome, reference: dict[str, Any], *, rounds: int = ROUNDS
+) -> dict[str, Any]:
     """Check that the job ended, counted no provider twice, and trained a model close to ``reference``."""
     assert outcome.returncode == 0, outcome.explain()
     metrics = outcome.metrics
@@ -137,7 +139,9 @@ def assert_sound(outcome: JobOutcome, reference: dict[str, Any], *, rounds: int 
     assert metrics["rounds"] == rounds
     for record in metrics["history"]:
         contributors = record["contributors"]
-        assert len(set(contributors)) == len(contributors), f"round {record['round']}: {contributors}"
+        assert len(set(contributors)) == len(contributors), (
+            f"round {record['round']}: {contributors}"
+        )
         assert set(contributors) <= set(PROVIDER_IDS)
         assert len(contributors) >= MIN_CONTRIBUTORS
         assert record["scale_total"] == pytest.approx(len(contributors), abs=1e-6), record
@@ -151,7 +155,9 @@ async def wait_for_round(broker: BrokerAddress, round: int, timeout: float) -> R
     async with asyncio.timeout(timeout):
         while True:
             try:
-                async with aiomqtt.Client(broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311) as client:
+                async with aiomqtt.Client(
+                    broker.host, broker.port, protocol=aiomqtt.ProtocolVersion.V311
+                ) as client:
                     await client.subscribe(round_topic(JOB_ID), qos=1)
                     async for message in client.messages:
                         payload = message.payload
@@ -173,7 +179,9 @@ async def test_broker_killed_mid_round(
 ) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
-    job = asyncio.create_task(run(topology, tmp_path / "results", time_unit, "--broker", mosquitto.address.url))
+    job = asyncio.create_task(
+        run(topology, tmp_path / "results", time_unit, "--broker", mosquitto.address.url)
+    )
 
     start = await wait_for_round(mosquitto.address, 3, JOB_TIMEOUT * time_unit)
     await mosquitto.kill()
@@ -187,14 +195,20 @@ async def test_broker_killed_mid_round(
     assert reconnected == {*PROVIDER_IDS, "learner"}
 
 
-async def test_node_killed_mid_round_and_restarted(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
+async def test_node_killed_mid_round_and_restarted(
+    jobs: Jobs, tmp_path: Path, time_unit: float
+) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
     plan = write_plan(
-        tmp_path, {"kind": "crash", "node": "p3", "round": 3, "at": "before_send", "restart_after": 1.0}, PACE_ROUNDS
+        tmp_path,
+        {"kind": "crash", "node": "p3", "round": 3, "at": "before_send", "restart_after": 1.0},
+        PACE_ROUNDS,
     )
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
     assert metrics["restarts"] == {"p3": 1}
@@ -207,12 +221,16 @@ async def test_node_killed_mid_round_and_restarted(jobs: Jobs, tmp_path: Path, t
     assert sorted(metrics["history"][-1]["contributors"]) == PROVIDER_IDS
 
 
-async def test_node_crash_at_round_start_rerouted(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
+async def test_node_crash_at_round_start_rerouted(
+    jobs: Jobs, tmp_path: Path, time_unit: float
+) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
     plan = write_plan(tmp_path, {"kind": "crash", "node": "p3", "round": 2, "at": "round_start"})
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
     assert metrics["restarts"] == {}
@@ -228,10 +246,13 @@ async def test_straggler_past_deadline(jobs: Jobs, tmp_path: Path, time_unit: fl
     reference = await jobs.reference(topology)
     delay = 1.5 * ROUND_TIMEOUT * time_unit  # longer than any node's deadline
     plan = write_plan(
-        tmp_path, {"kind": "straggler", "node": "p1", "delay": delay, "first_round": 2, "last_round": 3}
+        tmp_path,
+        {"kind": "straggler", "node": "p1", "delay": delay, "first_round": 2, "last_round": 3},
     )
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
     by_round = {record["round"]: record["contributors"] for record in metrics["history"]}
@@ -251,7 +272,8 @@ async def test_fifty_rounds_duplicated_and_reordered(
     # Each provider keeps its own share back a little longer than the one
     # before it, so copies from upstream arrive while it is still collecting.
     hold_own_share = [
-        {"kind": "straggler", "node": node, "delay": 0.04 * number} for number, node in enumerate(PROVIDER_IDS, 1)
+        {"kind": "straggler", "node": node, "delay": 0.04 * number}
+        for number, node in enumerate(PROVIDER_IDS, 1)
     ]
     plan = write_plan(
         tmp_path,
@@ -261,8 +283,14 @@ async def test_fifty_rounds_duplicated_and_reordered(
     )
 
     outcome = await run(
-        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference",
-        "--broker", mosquitto.address.url,
+        topology,
+        tmp_path / "results",
+        time_unit,
+        "--faults",
+        str(plan),
+        "--no-reference",
+        "--broker",
+        mosquitto.address.url,
     )
 
     metrics = assert_sound(outcome, reference, rounds=50)
@@ -282,14 +310,32 @@ async def test_duplicate_node_id_refused(
     reference = await jobs.reference(topology)
     plan = write_plan(tmp_path, PACE_ROUNDS)
     job = asyncio.create_task(
-        run(topology, tmp_path / "results", time_unit, "--broker", mosquitto.address.url,
-            "--faults", str(plan), "--no-reference")
+        run(
+            topology,
+            tmp_path / "results",
+            time_unit,
+            "--broker",
+            mosquitto.address.url,
+            "--faults",
+            str(plan),
+            "--no-reference",
+        )
     )
 
     await wait_for_round(mosquitto.address, 2, JOB_TIMEOUT * time_unit)
     code, _, stderr = await run_cli(
-        ["node", "--id", "p3", str(topology), "--broker", mosquitto.address.url, "--offline-wait", "0.5",
-         "--events", str(tmp_path / "second")],
+        [
+            "node",
+            "--id",
+            "p3",
+            str(topology),
+            "--broker",
+            mosquitto.address.url,
+            "--offline-wait",
+            "0.5",
+            "--events",
+            str(tmp_path / "second"),
+        ],
         timeout=60 * time_unit,
     )
     outcome = await job
@@ -306,18 +352,30 @@ async def test_duplicate_node_id_refused(
 async def test_dropped_messages_resent(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
-    plan = write_plan(tmp_path, *({"kind": "drop", "node": node, "probability": 0.3} for node in ("p2", "p4", "learner")))
+    plan = write_plan(
+        tmp_path,
+        *({"kind": "drop", "node": node, "probability": 0.3} for node in ("p2", "p4", "learner")),
+    )
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
-    dropped = [entry for entry in events(outcome.results, "fault", "drop") if entry["message"] == "contribution"]
+    dropped = [
+        entry
+        for entry in events(outcome.results, "fault", "drop")
+        if entry["message"] == "contribution"
+    ]
     assert dropped
     # Every node's first resend comes long before the deadline of the node it
     # sends to, so each dropped contribution is followed by a resend.
     resent = {(entry["node"], entry["round"]) for entry in events(outcome.results, "retried")}
     assert {(entry["node"], entry["round"]) for entry in dropped} <= resent
-    assert sum(len(record["contributors"]) == PROVIDERS for record in metrics["history"]) >= ROUNDS // 2
+    assert (
+        sum(len(record["contributors"]) == PROVIDERS for record in metrics["history"])
+        >= ROUNDS // 2
+    )
 
 
 async def test_delayed_messages(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
@@ -325,18 +383,24 @@ async def test_delayed_messages(jobs: Jobs, tmp_path: Path, time_unit: float) ->
     reference = await jobs.reference(topology)
     plan = write_plan(tmp_path, {"kind": "delay", "node": "*", "probability": 0.3, "delay": 0.3})
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     assert_sound(outcome, reference)
     assert len(events(outcome.results, "fault", "delay")) >= 5
 
 
-async def test_corrupted_messages_never_counted(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
+async def test_corrupted_messages_never_counted(
+    jobs: Jobs, tmp_path: Path, time_unit: float
+) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
     plan = write_plan(tmp_path, {"kind": "corrupt", "node": "p2", "probability": 0.15})
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
     corrupted = events(outcome.results, "fault", "corrupt")
@@ -344,16 +408,24 @@ async def test_corrupted_messages_never_counted(jobs: Jobs, tmp_path: Path, time
     # A damaged message is rejected at once, so p2 resends it, or it reads as
     # a message of another round, or its sum fails the learner's checks and
     # the round is repeated.
-    dropped = [entry for name in ("dropped_invalid", "dropped_stale") for entry in events(outcome.results, name)]
+    dropped = [
+        entry
+        for name in ("dropped_invalid", "dropped_stale")
+        for entry in events(outcome.results, name)
+    ]
     assert dropped or metrics["failed_rounds"]
 
 
 async def test_disconnected_node_rejoins(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
-    plan = write_plan(tmp_path, {"kind": "disconnect", "node": "p4", "round": 3, "duration": 1.0}, PACE_ROUNDS)
+    plan = write_plan(
+        tmp_path, {"kind": "disconnect", "node": "p4", "round": 3, "duration": 1.0}, PACE_ROUNDS
+    )
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
     assert [entry["round"] for entry in events(outcome.results, "fault", "disconnect")] == [3]
@@ -361,9 +433,13 @@ async def test_disconnected_node_rejoins(jobs: Jobs, tmp_path: Path, time_unit: 
     assert sorted(metrics["history"][-1]["contributors"]) == PROVIDER_IDS
 
 
-async def test_planned_broker_restart_and_report(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
+async def test_planned_broker_restart_and_report(
+    jobs: Jobs, tmp_path: Path, time_unit: float
+) -> None:
     topology = jobs.topology()
-    plan = write_plan(tmp_path, {"kind": "broker_restart", "round": 3, "downtime": 1.0 * time_unit}, PACE_ROUNDS)
+    plan = write_plan(
+        tmp_path, {"kind": "broker_restart", "round": 3, "downtime": 1.0 * time_unit}, PACE_ROUNDS
+    )
     results = tmp_path / "results"
 
     outcome = await run(topology, results, time_unit, "--faults", str(plan), "--mosquitto")
@@ -387,12 +463,18 @@ async def test_planned_broker_restart_and_report(jobs: Jobs, tmp_path: Path, tim
     assert "fault-free reference" in text
 
 
-async def test_learner_crash_resumes_from_checkpoint(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
+async def test_learner_crash_resumes_from_checkpoint(
+    jobs: Jobs, tmp_path: Path, time_unit: float
+) -> None:
     topology = jobs.topology()
     reference = await jobs.reference(topology)
-    plan = write_plan(tmp_path, {"kind": "crash", "node": "learner", "round": 4, "restart_after": 0.5})
+    plan = write_plan(
+        tmp_path, {"kind": "crash", "node": "learner", "round": 4, "restart_after": 0.5}
+    )
 
-    outcome = await run(topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference")
+    outcome = await run(
+        topology, tmp_path / "results", time_unit, "--faults", str(plan), "--no-reference"
+    )
 
     metrics = assert_sound(outcome, reference)
     assert metrics["restarts"] == {"learner": 1}
@@ -405,7 +487,9 @@ async def test_learner_crash_resumes_from_checkpoint(jobs: Jobs, tmp_path: Path,
     assert checkpoint["run"] == metrics["run"]
 
 
-async def test_random_provider_subset_per_round(jobs: Jobs, tmp_path: Path, time_unit: float) -> None:
+async def test_random_provider_subset_per_round(
+    jobs: Jobs, tmp_path: Path, time_unit: float
+) -> None:
     topology = jobs.topology(sample_fraction=0.5)
     settings = load_topology(topology).job
 
@@ -417,7 +501,11 @@ async def test_random_provider_subset_per_round(jobs: Jobs, tmp_path: Path, time
     samples = set()
     for record in metrics["history"]:
         expected = sample_participants(
-            PROVIDER_IDS, fraction=0.5, minimum=MIN_CONTRIBUTORS, seed=settings.seed, round=record["round"]
+            PROVIDER_IDS,
+            fraction=0.5,
+            minimum=MIN_CONTRIBUTORS,
+            seed=settings.seed,
+            round=record["round"],
         )
         assert record["participants"] == list(expected or PROVIDER_IDS)
         assert record["contributors"] == record["participants"]

@@ -40,7 +40,14 @@ def _chain(folder: Path, **settings: object) -> Path:
 
 def _tree(folder: Path) -> Path:
     return write_tree(
-        folder, "breast-cancer", PROVIDERS, 4, job_id="bc-tree", rounds=ROUNDS, key_bits=SMALL_KEY_BITS, seed=3
+        folder,
+        "breast-cancer",
+        PROVIDERS,
+        4,
+        job_id="bc-tree",
+        rounds=ROUNDS,
+        key_bits=SMALL_KEY_BITS,
+        seed=3,
     )
 
 
@@ -54,13 +61,18 @@ def _assert_close_to_plaintext(metrics: dict[str, object], providers: list[str])
         assert sorted(contributors) == sorted(providers)
 
 
-async def test_chain_job_on_mosquitto(tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float) -> None:
+async def test_chain_job_on_mosquitto(
+    tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float
+) -> None:
     topology_path = _chain(tmp_path / "job")
     topology = load_topology(topology_path)
 
     async with record_wire(mosquitto.address, topology.job.id) as wire:
         outcome = await run_job(
-            topology_path, tmp_path / "results", broker=mosquitto.address, timeout=JOB_TIMEOUT * time_unit
+            topology_path,
+            tmp_path / "results",
+            broker=mosquitto.address,
+            timeout=JOB_TIMEOUT * time_unit,
         )
 
     assert outcome.returncode == 0, outcome.explain()
@@ -69,13 +81,18 @@ async def test_chain_job_on_mosquitto(tmp_path: Path, mosquitto: MosquittoBroker
     _audit_wire(wire, topology_path)
 
 
-async def test_tree_job_on_mosquitto(tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float) -> None:
+async def test_tree_job_on_mosquitto(
+    tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float
+) -> None:
     topology_path = _tree(tmp_path / "job")
     topology = load_topology(topology_path)
     assert len(topology.nodes) > len(topology.providers)  # the tree has aggregators
 
     outcome = await run_job(
-        topology_path, tmp_path / "results", broker=mosquitto.address, timeout=JOB_TIMEOUT * time_unit
+        topology_path,
+        tmp_path / "results",
+        broker=mosquitto.address,
+        timeout=JOB_TIMEOUT * time_unit,
     )
 
     assert outcome.returncode == 0, outcome.explain()
@@ -87,7 +104,9 @@ async def test_job_on_embedded_broker(tmp_path: Path, time_unit: float, shape: s
     topology_path = _chain(tmp_path / "job") if shape == "chain" else _tree(tmp_path / "job")
     topology = load_topology(topology_path)
 
-    outcome = await run_job(topology_path, tmp_path / "results", broker=None, timeout=JOB_TIMEOUT * time_unit)
+    outcome = await run_job(
+        topology_path, tmp_path / "results", broker=None, timeout=JOB_TIMEOUT * time_unit
+    )
 
     assert outcome.returncode == 0, outcome.explain()
     _assert_close_to_plaintext(outcome.metrics, list(topology.providers))
@@ -100,7 +119,10 @@ async def test_unrandomised_run_equals_plaintext_gd(
     topology = load_topology(topology_path)
 
     outcome = await run_job(
-        topology_path, tmp_path / "results", broker=mosquitto.address, timeout=JOB_TIMEOUT * time_unit
+        topology_path,
+        tmp_path / "results",
+        broker=mosquitto.address,
+        timeout=JOB_TIMEOUT * time_unit,
     )
     assert outcome.returncode == 0, outcome.explain()
 
@@ -122,20 +144,25 @@ async def test_unrandomised_run_equals_plaintext_gd(
     # Each round rounds every provider's values to 2**-frac_bits; the error of
     # a round is at most providers * 2**-frac_bits per parameter, and gradient
     # descent with this step size does not amplify it over 30 rounds.
-    tolerance = ROUNDS * PROVIDERS * 2.0 ** -topology.crypto.frac_bits
+    tolerance = ROUNDS * PROVIDERS * 2.0**-topology.crypto.frac_bits
     assert expected.rounds_run == ROUNDS
     np.testing.assert_allclose(encrypted, expected.theta, rtol=0, atol=tolerance)
     assert not np.allclose(expected.theta, 0)
 
 
-async def test_phones_job_with_2048_bit_key(tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float) -> None:
+async def test_phones_job_with_2048_bit_key(
+    tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float
+) -> None:
     example = tmp_path / "phones"
     shutil.copytree(EXAMPLES / "phones", example, ignore=shutil.ignore_patterns("keys", "results"))
     topology = load_topology(example / "topology.toml")
     assert topology.crypto.key_bits == 2048
 
     outcome = await run_job(
-        example / "topology.toml", tmp_path / "results", broker=mosquitto.address, timeout=JOB_TIMEOUT * time_unit
+        example / "topology.toml",
+        tmp_path / "results",
+        broker=mosquitto.address,
+        timeout=JOB_TIMEOUT * time_unit,
     )
 
     assert outcome.returncode == 0, outcome.explain()
@@ -207,4 +234,6 @@ def _audit_wire(wire: WireRecording, topology_path: Path) -> None:
         windows.update(payload[i : i + 8] for i in range(len(payload) - 7))
     leaked = secrets & windows
     assert not leaked, f"{len(leaked)} secret values appear in plaintext on the wire"
-    assert not undecodable, f"payloads that are not gradchain messages on {sorted(set(undecodable))}"
+    assert not undecodable, (
+        f"payloads that are not gradchain messages on {sorted(set(undecodable))}"
+    )

@@ -69,7 +69,9 @@ def test_invalid_settings_rejected(settings: dict[str, float]) -> None:
         pytest.param(8.0, 0.2, 2.0, id="short-timeout"),
     ],
 )
-def test_resend_schedule_scales_with_round_timeout(timeout: float, initial: float, maximum: float) -> None:
+def test_resend_schedule_scales_with_round_timeout(
+    timeout: float, initial: float, maximum: float
+) -> None:
     schedule = resend_backoff(timeout)
 
     assert schedule.initial == pytest.approx(initial)

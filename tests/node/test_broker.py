@@ -328,32 +328,35 @@ async def test_mosquitto_missing_executable(tmp_path: Path) -> None:
 async def test_embedded_broker_many_clients_connect_at_once(time_unit: float) -> None:
     # Twenty clients connect, subscribe and publish retained statuses at the
     # same moment, as the nodes of `gradchain run` do at startup.
-    async with embedded_broker() as address:
-        async with aiomqtt.Client(address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311) as first:
-            await first.subscribe("job/round", qos=1)
-            await first.subscribe("job/status/+", qos=1)
-            await first.publish("job/round", b"retained", qos=1, retain=True)
-            for index in range(20):
-                await first.publish(f"job/status/{index}", b"online", qos=1, retain=True)
+    async with embedded_broker() as address, aiomqtt.Client(
+        address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311
+    ) as first:
+        await first.subscribe("job/round", qos=1)
+        await first.subscribe("job/status/+", qos=1)
+        await first.publish("job/round", b"retained", qos=1, retain=True)
+        for index in range(20):
+            await first.publish(f"job/status/{index}", b"online", qos=1, retain=True)
 
-            async def join(index: int) -> bytes:
-                async with aiomqtt.Client(
-                    address.host,
-                    address.port,
-                    identifier=f"client-{index}",
-                    protocol=aiomqtt.ProtocolVersion.V311,
-                    timeout=10 * time_unit,
-                ) as client:
-                    await client.subscribe(f"job/inbox/{index}", qos=1)
-                    await client.subscribe("job/round", qos=1)
-                    await client.publish(f"job/status/{index}", b"online", qos=1, retain=True)
-                    async for message in client.messages:
-                        if message.topic.matches("job/round"):
-                            assert isinstance(message.payload, bytes)
-                            return message.payload
-                raise AssertionError("connection closed before the retained message arrived")
+        async def join(index: int) -> bytes:
+            async with aiomqtt.Client(
+                address.host,
+                address.port,
+                identifier=f"client-{index}",
+                protocol=aiomqtt.ProtocolVersion.V311,
+                timeout=10 * time_unit,
+            ) as client:
+                await client.subscribe(f"job/inbox/{index}", qos=1)
+                await client.subscribe("job/round", qos=1)
+                await client.publish(f"job/status/{index}", b"online", qos=1, retain=True)
+                async for message in client.messages:
+                    if message.topic.matches("job/round"):
+                        assert isinstance(message.payload, bytes)
+                        return message.payload
+            raise AssertionError("connection closed before the retained message arrived")
 
-            payloads = await asyncio.wait_for(asyncio.gather(*(join(i) for i in range(20))), 30 * time_unit)
+        payloads = await asyncio.wait_for(
+            asyncio.gather(*(join(i) for i in range(20))), 30 * time_unit
+        )
 
     assert payloads == [b"retained"] * 20
 

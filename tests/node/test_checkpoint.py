@@ -71,7 +71,9 @@ def test_missing_checkpoint_names_path_and_fix(tmp_path: Path) -> None:
     ("text", "error"),
     [
         pytest.param("{", "cannot read the checkpoint", id="cut-short"),
-        pytest.param('{"version": 99}', "is not a version 1 gradchain checkpoint", id="other-version"),
+        pytest.param(
+            '{"version": 99}', "is not a version 1 gradchain checkpoint", id="other-version"
+        ),
         pytest.param("[1, 2]", "is not a version 1 gradchain checkpoint", id="not-an-object"),
         pytest.param('{"version": 1, "job": "x"}', "invalid checkpoint", id="missing-fields"),
     ],
@@ -88,7 +90,9 @@ def test_invalid_checkpoint_rejected(tmp_path: Path, text: str, error: str) -> N
 
 @pytest.fixture
 def learner_topology(tmp_path: Path) -> Path:
-    return write_chain(tmp_path / "job", "breast-cancer", 3, job_id="bc-chain", key_bits=512, rounds=5, seed=1)
+    return write_chain(
+        tmp_path / "job", "breast-cancer", 3, job_id="bc-chain", key_bits=512, rounds=5, seed=1
+    )
 
 
 def first_learner(topology_path: Path, results: Path) -> LearnerDaemon:
@@ -127,7 +131,11 @@ def test_resume_of_finished_run_rejected(learner_topology: Path, tmp_path: Path)
     ("changes", "error"),
     [
         pytest.param({"job": "other-job"}, "belongs to job 'other-job'", id="other-job"),
-        pytest.param({"key_fingerprint": "ffffffffffffffff"}, "was written with the key ffffffffffffffff", id="other-key"),
+        pytest.param(
+            {"key_fingerprint": "ffffffffffffffff"},
+            "was written with the key ffffffffffffffff",
+            id="other-key",
+        ),
         pytest.param({"theta": [0.5]}, "contains 1 parameters", id="other-model"),
     ],
 )

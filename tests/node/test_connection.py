@@ -38,7 +38,9 @@ def broker(request: pytest.FixtureRequest) -> BrokerAddress:
 
 @asynccontextmanager
 async def client(address: BrokerAddress) -> AsyncIterator[aiomqtt.Client]:
-    async with aiomqtt.Client(address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311) as mqtt:
+    async with aiomqtt.Client(
+        address.host, address.port, protocol=aiomqtt.ProtocolVersion.V311
+    ) as mqtt:
         yield mqtt
 
 
@@ -65,7 +67,9 @@ async def test_online_node_id_refused(broker: BrokerAddress, time_unit: float) -
     await retain_status(broker, "p1", Liveness.ONLINE)
 
     with pytest.raises(DuplicateNodeError) as caught:
-        await ensure_not_running(broker, JOB, "p1", offline_wait=0.2, connect_timeout=10 * time_unit)
+        await ensure_not_running(
+            broker, JOB, "p1", offline_wait=0.2, connect_timeout=10 * time_unit
+        )
 
     message = str(caught.value)
     assert "node 'p1' of job 'job-1' is already online" in message
@@ -79,10 +83,18 @@ async def test_status_of_other_node_ignored(broker: BrokerAddress, time_unit: fl
     await ensure_not_running(broker, JOB, "p1", offline_wait=0.1, connect_timeout=10 * time_unit)
 
 
-async def test_crashed_node_offline_allows_start(mosquitto: MosquittoBroker, time_unit: float) -> None:
+async def test_crashed_node_offline_allows_start(
+    mosquitto: MosquittoBroker, time_unit: float
+) -> None:
     await retain_status(mosquitto.address, "p1", Liveness.ONLINE)
     check = asyncio.create_task(
-        ensure_not_running(mosquitto.address, JOB, "p1", offline_wait=10 * time_unit, connect_timeout=10 * time_unit)
+        ensure_not_running(
+            mosquitto.address,
+            JOB,
+            "p1",
+            offline_wait=10 * time_unit,
+            connect_timeout=10 * time_unit,
+        )
     )
     async with client(mosquitto.address) as mqtt:
         await mqtt.subscribe(f"gradchain/{JOB}/probe/#", qos=1)
@@ -104,7 +116,9 @@ async def test_unreachable_broker_is_transport_error() -> None:
 # Reconnecting
 
 
-def connection(address: BrokerAddress, events: EventLog, *, node: str = "p1", **options: object) -> Connection:
+def connection(
+    address: BrokerAddress, events: EventLog, *, node: str = "p1", **options: object
+) -> Connection:
     return Connection(
         address,
         job=JOB,
@@ -204,7 +218,9 @@ async def test_stopped_connection_publishes_offline(
     assert status.state is Liveness.OFFLINE
 
 
-async def test_connection_refuses_id_already_online(mosquitto: MosquittoBroker, time_unit: float) -> None:
+async def test_connection_refuses_id_already_online(
+    mosquitto: MosquittoBroker, time_unit: float
+) -> None:
     await retain_status(mosquitto.address, "p1", Liveness.ONLINE)
     link = connection(mosquitto.address, EventLog(None, "p1"))
 

@@ -33,7 +33,9 @@ INBOX = "gradchain/chain/inbox/p3"
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
-    path = write_chain(tmp_path_factory.mktemp("chain"), "breast-cancer", 4, job_id="chain", key_bits=512, seed=2)
+    path = write_chain(
+        tmp_path_factory.mktemp("chain"), "breast-cancer", 4, job_id="chain", key_bits=512, seed=2
+    )
     return load_topology(path)
 
 
@@ -52,7 +54,11 @@ def close_event_logs() -> Iterator[None]:
 
 
 def injector(
-    topology: Topology, *faults: dict[str, Any], node: str = "p2", seed: int = 7, events: Path | None = None
+    topology: Topology,
+    *faults: dict[str, Any],
+    node: str = "p2",
+    seed: int = 7,
+    events: Path | None = None,
 ) -> FaultInjector:
     """Return the injector of ``node``, already in round 1 of RUN."""
     log = EventLog(events, node)
@@ -63,12 +69,21 @@ def injector(
 
 
 def round_start(round: int, run: str = RUN) -> bytes:
-    return encode(RoundStart(job="chain", run=run, round=round, theta=(0.5,), public_key=MODULUS, timeout=30.0))
+    return encode(
+        RoundStart(
+            job="chain", run=run, round=round, theta=(0.5,), public_key=MODULUS, timeout=30.0
+        )
+    )
 
 
 def contribution(round: int) -> bytes:
     message = Contribution(
-        job="chain", run=RUN, round=round, sender="p2", contributors=("p1", "p2"), ciphertexts=(17, 2**70 + 3)
+        job="chain",
+        run=RUN,
+        round=round,
+        sender="p2",
+        contributors=("p1", "p2"),
+        ciphertexts=(17, 2**70 + 3),
     )
     return encode(message)
 
@@ -135,7 +150,10 @@ def test_other_message_type_draws_nothing(topology: Topology) -> None:
 
 
 def test_fault_applies_only_inside_round_window(topology: Topology) -> None:
-    faulty = injector(topology, {"kind": "drop", "node": "p2", "probability": 1, "first_round": 3, "last_round": 4})
+    faulty = injector(
+        topology,
+        {"kind": "drop", "node": "p2", "probability": 1, "first_round": 3, "last_round": 4},
+    )
     fired = {}
     for round_number in range(1, 7):
         faulty.round_started(RUN, round_number)
@@ -222,7 +240,9 @@ def test_recorded_crash_not_fired_again(topology: Topology, tmp_path: Path) -> N
 
 def test_straggler_delays_own_contribution(topology: Topology, tmp_path: Path) -> None:
     faulty = injector(
-        topology, {"kind": "straggler", "node": "p2", "delay": 4, "first_round": 2, "last_round": 2}, events=tmp_path
+        topology,
+        {"kind": "straggler", "node": "p2", "delay": 4, "first_round": 2, "last_round": 2},
+        events=tmp_path,
     )
 
     assert faulty.hold_own_contribution(1) == 0.0
@@ -230,7 +250,9 @@ def test_straggler_delays_own_contribution(topology: Topology, tmp_path: Path) -
     assert faulty.hold_own_contribution(3) == 0.0
     faulty.events.close()
     events = list(read_events(tmp_path / "p2.jsonl"))
-    assert [(event["kind"], event["round"], event["delay"]) for event in events] == [("straggler", 2, 4.0)]
+    assert [(event["kind"], event["round"], event["delay"]) for event in events] == [
+        ("straggler", 2, 4.0)
+    ]
 
 
 # The transport wrapper
@@ -252,7 +274,10 @@ class FakeTransport:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
     ) -> None:
         return None
 
@@ -286,9 +311,13 @@ def crash(code: int) -> NoReturn:
     raise Crashed(code)
 
 
-def wrapped(topology: Topology, *faults: dict[str, Any], events: Path | None = None) -> tuple[FaultyTransport, FakeTransport]:
+def wrapped(
+    topology: Topology, *faults: dict[str, Any], events: Path | None = None
+) -> tuple[FaultyTransport, FakeTransport]:
     inner = FakeTransport()
-    return FaultyTransport(inner, injector(topology, *faults, events=events), exit_process=crash), inner
+    return FaultyTransport(
+        inner, injector(topology, *faults, events=events), exit_process=crash
+    ), inner
 
 
 async def next_publish(inner: FakeTransport, count: int, timeout: float) -> None:
@@ -298,15 +327,24 @@ async def next_publish(inner: FakeTransport, count: int, timeout: float) -> None
             await inner.published_event.wait()
 
 
-async def test_dropped_message_not_published_but_recorded(topology: Topology, tmp_path: Path) -> None:
-    transport, inner = wrapped(topology, {"kind": "drop", "node": "p2", "probability": 1}, events=tmp_path)
+async def test_dropped_message_not_published_but_recorded(
+    topology: Topology, tmp_path: Path
+) -> None:
+    transport, inner = wrapped(
+        topology, {"kind": "drop", "node": "p2", "probability": 1}, events=tmp_path
+    )
 
     await transport.publish(INBOX, contribution(1))
 
     assert inner.published == []
     transport.injector.events.close()
     (event,) = read_events(tmp_path / "p2.jsonl")
-    assert (event["event"], event["kind"], event["message"], event["topic"]) == ("fault", "drop", "contribution", INBOX)
+    assert (event["event"], event["kind"], event["message"], event["topic"]) == (
+        "fault",
+        "drop",
+        "contribution",
+        INBOX,
+    )
 
 
 async def test_duplicated_message_published_twice(topology: Topology) -> None:
@@ -349,7 +387,9 @@ async def test_unlisted_message_types_pass_unchanged(topology: Topology) -> None
 
 
 async def test_delayed_message_published_later(topology: Topology, time_unit: float) -> None:
-    transport, inner = wrapped(topology, {"kind": "delay", "node": "p2", "probability": 1, "delay": 0.05})
+    transport, inner = wrapped(
+        topology, {"kind": "delay", "node": "p2", "probability": 1, "delay": 0.05}
+    )
     loop = asyncio.get_running_loop()
     started = loop.time()
 
@@ -374,7 +414,9 @@ async def test_reordered_message_sent_after_next_one(topology: Topology) -> None
 
 
 async def test_reordered_message_released_after_hold(topology: Topology, time_unit: float) -> None:
-    transport, inner = wrapped(topology, {"kind": "reorder", "node": "p2", "probability": 1, "delay": 0.05})
+    transport, inner = wrapped(
+        topology, {"kind": "reorder", "node": "p2", "probability": 1, "delay": 0.05}
+    )
 
     await transport.publish(INBOX, contribution(1))
     await next_publish(inner, 1, timeout=5 * time_unit)
@@ -383,7 +425,9 @@ async def test_reordered_message_released_after_hold(topology: Topology, time_un
 
 
 async def test_crash_before_send_publishes_nothing(topology: Topology, tmp_path: Path) -> None:
-    transport, inner = wrapped(topology, {"kind": "crash", "node": "p2", "round": 2}, events=tmp_path)
+    transport, inner = wrapped(
+        topology, {"kind": "crash", "node": "p2", "round": 2}, events=tmp_path
+    )
     transport.injector.round_started(RUN, 2)
 
     with pytest.raises(Crashed) as caught:
@@ -396,7 +440,9 @@ async def test_crash_before_send_publishes_nothing(topology: Topology, tmp_path:
 
 
 async def test_crash_after_send_publishes_first(topology: Topology) -> None:
-    transport, inner = wrapped(topology, {"kind": "crash", "node": "p2", "round": 2, "at": "after_send"})
+    transport, inner = wrapped(
+        topology, {"kind": "crash", "node": "p2", "round": 2, "at": "after_send"}
+    )
     transport.injector.round_started(RUN, 2)
     await transport.publish(INBOX, contribution(1))
 
@@ -407,7 +453,9 @@ async def test_crash_after_send_publishes_first(topology: Topology) -> None:
 
 
 async def test_crash_at_round_start_of_received_round(topology: Topology) -> None:
-    transport, inner = wrapped(topology, {"kind": "crash", "node": "p2", "round": 2, "at": "round_start"})
+    transport, inner = wrapped(
+        topology, {"kind": "crash", "node": "p2", "round": 2, "at": "round_start"}
+    )
     messages = transport.messages()
     inner.incoming.put_nowait(Received(topic=ROUND_TOPIC, payload=round_start(1), retain=True))
     assert (await anext(messages)).payload == round_start(1)
@@ -419,7 +467,9 @@ async def test_crash_at_round_start_of_received_round(topology: Topology) -> Non
 
 async def test_learner_crash_after_publishing_round(topology: Topology) -> None:
     inner = FakeTransport()
-    learner_plan = plan(topology, {"kind": "crash", "node": "learner", "round": 3, "restart_after": 1})
+    learner_plan = plan(
+        topology, {"kind": "crash", "node": "learner", "round": 3, "restart_after": 1}
+    )
     faulty = FaultInjector(learner_plan, "learner", EventLog(None, "learner"))
     transport = FaultyTransport(inner, faulty, exit_process=crash)
     await transport.publish(ROUND_TOPIC, round_start(2), retain=True)
@@ -430,8 +480,12 @@ async def test_learner_crash_after_publishing_round(topology: Topology) -> None:
     assert [payload for _, payload, _ in inner.published] == [round_start(2), round_start(3)]
 
 
-async def test_disconnect_aborts_and_refuses_reconnecting(topology: Topology, time_unit: float) -> None:
-    transport, inner = wrapped(topology, {"kind": "disconnect", "node": "p2", "round": 2, "duration": 30})
+async def test_disconnect_aborts_and_refuses_reconnecting(
+    topology: Topology, time_unit: float
+) -> None:
+    transport, inner = wrapped(
+        topology, {"kind": "disconnect", "node": "p2", "round": 2, "duration": 30}
+    )
     messages = transport.messages()
     inner.incoming.put_nowait(Received(topic=ROUND_TOPIC, payload=round_start(2), retain=True))
 
@@ -447,7 +501,9 @@ async def test_disconnect_aborts_and_refuses_reconnecting(topology: Topology, ti
 
 
 async def test_transport_connects_once_disconnect_is_over(topology: Topology) -> None:
-    transport, inner = wrapped(topology, {"kind": "disconnect", "node": "p2", "round": 2, "duration": 30})
+    transport, inner = wrapped(
+        topology, {"kind": "disconnect", "node": "p2", "round": 2, "duration": 30}
+    )
     transport.injector.disconnected_until = asyncio.get_running_loop().time() - 1
 
     async with transport:

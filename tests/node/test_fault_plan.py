@@ -39,7 +39,14 @@ def test_every_fault_kind_parses(topology: Topology) -> None:
         topology,
         {"kind": "crash", "node": "p1", "round": 3, "restart_after": 2},
         {"kind": "drop", "node": "p2", "probability": 0.25},
-        {"kind": "delay", "node": "*", "probability": 1, "delay": 0.5, "messages": ["ack"], "last_round": 4},
+        {
+            "kind": "delay",
+            "node": "*",
+            "probability": 1,
+            "delay": 0.5,
+            "messages": ["ack"],
+            "last_round": 4,
+        },
         {"kind": "reorder", "node": "a1", "probability": 0.5, "first_round": 2},
         {"kind": "disconnect", "node": "learner", "round": 2, "duration": 1.5},
         {"kind": "straggler", "node": "p3", "delay": 10, "first_round": 2, "last_round": 3},
@@ -52,16 +59,34 @@ def test_every_fault_kind_parses(topology: Topology) -> None:
     assert plan.faults == (
         CrashFault(index=1, node="p1", round=3, at="before_send", restart_after=2.0),
         MessageFault(
-            index=2, kind="drop", node="p2", probability=0.25, messages=("contribution", "ack"),
-            first_round=1, last_round=None, delay=0.0,
+            index=2,
+            kind="drop",
+            node="p2",
+            probability=0.25,
+            messages=("contribution", "ack"),
+            first_round=1,
+            last_round=None,
+            delay=0.0,
         ),
         MessageFault(
-            index=3, kind="delay", node="*", probability=1.0, messages=("ack",), first_round=1, last_round=4,
+            index=3,
+            kind="delay",
+            node="*",
+            probability=1.0,
+            messages=("ack",),
+            first_round=1,
+            last_round=4,
             delay=0.5,
         ),
         MessageFault(
-            index=4, kind="reorder", node="a1", probability=0.5, messages=("contribution", "ack"),
-            first_round=2, last_round=None, delay=0.5,
+            index=4,
+            kind="reorder",
+            node="a1",
+            probability=0.5,
+            messages=("contribution", "ack"),
+            first_round=2,
+            last_round=None,
+            delay=0.5,
         ),
         DisconnectFault(index=5, node="learner", round=2, duration=1.5),
         StragglerFault(index=6, node="p3", delay=10.0, first_round=2, last_round=3),
@@ -79,7 +104,9 @@ def test_empty_plan_has_no_faults(topology: Topology) -> None:
 def test_learner_crash_defaults_to_round_start(topology: Topology) -> None:
     plan = parse(topology, {"kind": "crash", "node": "learner", "round": 2, "restart_after": 1})
 
-    assert plan.faults[0] == CrashFault(index=1, node="learner", round=2, at="round_start", restart_after=1.0)
+    assert plan.faults[0] == CrashFault(
+        index=1, node="learner", round=2, at="round_start", restart_after=1.0
+    )
 
 
 def test_faults_for_node_include_every_node_faults(topology: Topology) -> None:
@@ -127,79 +154,144 @@ def test_unknown_node_id_rejected(topology: Topology) -> None:
 @pytest.mark.parametrize(
     ("fault", "key", "text"),
     [
-        pytest.param({"kind": "explode", "node": "p1"}, "faults[1].kind", "unknown fault kind 'explode'", id="kind"),
-        pytest.param({"node": "p1"}, "faults[1].kind", "missing required key", id="no-kind"),
-        pytest.param({"kind": "drop", "probability": 0.5}, "faults[1].node", "missing required key", id="no-node"),
         pytest.param(
-            {"kind": "crash", "node": "p1", "round": 2, "duration": 1}, "faults[1].duration", "unknown key",
+            {"kind": "explode", "node": "p1"},
+            "faults[1].kind",
+            "unknown fault kind 'explode'",
+            id="kind",
+        ),
+        pytest.param({"node": "p1"}, "faults[1].kind", "missing required key", id="no-kind"),
+        pytest.param(
+            {"kind": "drop", "probability": 0.5},
+            "faults[1].node",
+            "missing required key",
+            id="no-node",
+        ),
+        pytest.param(
+            {"kind": "crash", "node": "p1", "round": 2, "duration": 1},
+            "faults[1].duration",
+            "unknown key",
             id="key-of-other-kind",
         ),
         pytest.param(
-            {"kind": "drop", "node": "p1", "probability": 1.5}, "faults[1].probability", "must lie in [0, 1]",
+            {"kind": "drop", "node": "p1", "probability": 1.5},
+            "faults[1].probability",
+            "must lie in [0, 1]",
             id="probability-above-one",
         ),
-        pytest.param({"kind": "drop", "node": "p1"}, "faults[1].probability", "missing required key", id="no-p"),
         pytest.param(
-            {"kind": "delay", "node": "p1", "probability": 0.5}, "faults[1].delay", "missing required key",
+            {"kind": "drop", "node": "p1"},
+            "faults[1].probability",
+            "missing required key",
+            id="no-p",
+        ),
+        pytest.param(
+            {"kind": "delay", "node": "p1", "probability": 0.5},
+            "faults[1].delay",
+            "missing required key",
             id="delay-without-seconds",
         ),
         pytest.param(
-            {"kind": "delay", "node": "p1", "probability": 0.5, "delay": -1}, "faults[1].delay",
-            "must be 0 or more seconds", id="negative-delay",
+            {"kind": "delay", "node": "p1", "probability": 0.5, "delay": -1},
+            "faults[1].delay",
+            "must be 0 or more seconds",
+            id="negative-delay",
         ),
         pytest.param(
-            {"kind": "drop", "node": "p1", "probability": 0.5, "delay": 1}, "faults[1].delay",
-            "does not apply to drop faults", id="delay-on-drop",
+            {"kind": "drop", "node": "p1", "probability": 0.5, "delay": 1},
+            "faults[1].delay",
+            "does not apply to drop faults",
+            id="delay-on-drop",
         ),
         pytest.param(
-            {"kind": "drop", "node": "p1", "probability": 0.5, "messages": ["hello"]}, "faults[1].messages",
-            "unknown message type 'hello'", id="message-type",
+            {"kind": "drop", "node": "p1", "probability": 0.5, "messages": ["hello"]},
+            "faults[1].messages",
+            "unknown message type 'hello'",
+            id="message-type",
         ),
         pytest.param(
-            {"kind": "drop", "node": "p1", "probability": 0.5, "messages": []}, "faults[1].messages", "is empty",
+            {"kind": "drop", "node": "p1", "probability": 0.5, "messages": []},
+            "faults[1].messages",
+            "is empty",
             id="no-message-types",
         ),
         pytest.param(
             {"kind": "drop", "node": "p1", "probability": 0.5, "first_round": 4, "last_round": 2},
-            "faults[1].last_round", "before first_round 4", id="window-backwards",
+            "faults[1].last_round",
+            "before first_round 4",
+            id="window-backwards",
         ),
-        pytest.param({"kind": "crash", "node": "p1", "round": 0}, "faults[1].round", "must be at least 1", id="round"),
-        pytest.param({"kind": "crash", "node": "p1"}, "faults[1].round", "missing required key", id="no-round"),
         pytest.param(
-            {"kind": "crash", "node": "p1", "round": 2, "at": "lunch"}, "faults[1].at", "unknown crash point",
+            {"kind": "crash", "node": "p1", "round": 0},
+            "faults[1].round",
+            "must be at least 1",
+            id="round",
+        ),
+        pytest.param(
+            {"kind": "crash", "node": "p1"},
+            "faults[1].round",
+            "missing required key",
+            id="no-round",
+        ),
+        pytest.param(
+            {"kind": "crash", "node": "p1", "round": 2, "at": "lunch"},
+            "faults[1].at",
+            "unknown crash point",
             id="crash-point",
         ),
         pytest.param(
-            {"kind": "crash", "node": "learner", "round": 2}, "faults[1].restart_after",
-            "without the learner the job can never finish", id="learner-stays-down",
+            {"kind": "crash", "node": "learner", "round": 2},
+            "faults[1].restart_after",
+            "without the learner the job can never finish",
+            id="learner-stays-down",
         ),
         pytest.param(
-            {"kind": "crash", "node": "learner", "round": 2, "restart_after": 1, "at": "before_send"},
-            "faults[1].at", "the learner sends none", id="learner-crash-point",
+            {
+                "kind": "crash",
+                "node": "learner",
+                "round": 2,
+                "restart_after": 1,
+                "at": "before_send",
+            },
+            "faults[1].at",
+            "the learner sends none",
+            id="learner-crash-point",
         ),
         pytest.param(
-            {"kind": "disconnect", "node": "p1", "round": 2, "duration": 0}, "faults[1].duration",
-            "must be greater than 0", id="zero-duration",
+            {"kind": "disconnect", "node": "p1", "round": 2, "duration": 0},
+            "faults[1].duration",
+            "must be greater than 0",
+            id="zero-duration",
         ),
         pytest.param(
-            {"kind": "straggler", "node": "a1", "delay": 5}, "faults[1].node", "only a provider",
+            {"kind": "straggler", "node": "a1", "delay": 5},
+            "faults[1].node",
+            "only a provider",
             id="aggregator-straggler",
         ),
         pytest.param(
-            {"kind": "straggler", "node": "learner", "delay": 5}, "faults[1].node", "only a provider",
+            {"kind": "straggler", "node": "learner", "delay": 5},
+            "faults[1].node",
+            "only a provider",
             id="learner-straggler",
         ),
         pytest.param(
-            {"kind": "broker_restart", "round": 2, "node": "p1"}, "faults[1].node", "affects every node",
+            {"kind": "broker_restart", "round": 2, "node": "p1"},
+            "faults[1].node",
+            "affects every node",
             id="broker-restart-with-node",
         ),
         pytest.param(
-            {"kind": "drop", "node": "p1", "probability": "often"}, "faults[1].probability", "expected a number",
+            {"kind": "drop", "node": "p1", "probability": "often"},
+            "faults[1].probability",
+            "expected a number",
             id="probability-string",
         ),
     ],
 )
-def test_invalid_fault_rejected(topology: Topology, fault: dict[str, Any], key: str, text: str) -> None:
+def test_invalid_fault_rejected(
+    topology: Topology, fault: dict[str, Any], key: str, text: str
+) -> None:
     with pytest.raises(FaultPlanError) as caught:
         parse(topology, fault)
 
@@ -218,7 +310,11 @@ def test_error_names_node_of_fault(topology: Topology) -> None:
 
 def test_error_counts_faults_from_one(topology: Topology) -> None:
     with pytest.raises(FaultPlanError) as caught:
-        parse(topology, {"kind": "drop", "node": "p1", "probability": 0.5}, {"kind": "drop", "node": "p1"})
+        parse(
+            topology,
+            {"kind": "drop", "node": "p1", "probability": 0.5},
+            {"kind": "drop", "node": "p1"},
+        )
 
     assert caught.value.key == "faults[2].probability"
 
@@ -228,11 +324,17 @@ def test_error_counts_faults_from_one(topology: Topology) -> None:
     [
         pytest.param({"sed": 1}, "sed", "unknown key", id="misspelt-seed"),
         pytest.param({"seed": 1.5}, "seed", "expected an integer", id="float-seed"),
-        pytest.param({"faults": {"kind": "drop"}}, "faults", "expected an array of tables", id="faults-table"),
-        pytest.param({"faults": [1]}, "faults[1]", "expected a [[faults]] table", id="fault-not-table"),
+        pytest.param(
+            {"faults": {"kind": "drop"}}, "faults", "expected an array of tables", id="faults-table"
+        ),
+        pytest.param(
+            {"faults": [1]}, "faults[1]", "expected a [[faults]] table", id="fault-not-table"
+        ),
     ],
 )
-def test_invalid_plan_rejected(topology: Topology, document: dict[str, Any], key: str, text: str) -> None:
+def test_invalid_plan_rejected(
+    topology: Topology, document: dict[str, Any], key: str, text: str
+) -> None:
     with pytest.raises(FaultPlanError) as caught:
         parse_fault_plan(document, PLAN_FILE, topology)
 
@@ -248,8 +350,14 @@ def test_plan_file_read_and_validated(topology: Topology, tmp_path: Path) -> Non
 
     assert plan.seed == 4
     assert plan.faults[0] == MessageFault(
-        index=1, kind="duplicate", node="p1", probability=0.5, messages=("contribution", "ack"),
-        first_round=1, last_round=None, delay=0.0,
+        index=1,
+        kind="duplicate",
+        node="p1",
+        probability=0.5,
+        messages=("contribution", "ack"),
+        first_round=1,
+        last_round=None,
+        delay=0.0,
     )
 
 

@@ -19,7 +19,9 @@ INBOX = "gradchain/chain/inbox/p3"
 
 @pytest.fixture(scope="module")
 def topology(tmp_path_factory: pytest.TempPathFactory) -> Topology:
-    path = write_chain(tmp_path_factory.mktemp("chain"), "breast-cancer", 4, job_id="chain", key_bits=512, seed=2)
+    path = write_chain(
+        tmp_path_factory.mktemp("chain"), "breast-cancer", 4, job_id="chain", key_bits=512, seed=2
+    )
     return load_topology(path)
 
 

@@ -29,13 +29,21 @@ METRICS: dict[str, Any] = {
     "baseline_loss": 0.11,
     "history": [
         {"round": 1, "iteration": 1, "contributors": ["p1", "p2", "p3"], "scale_total": 3.0},
-        {"round": 3, "iteration": 2, "contributors": ["p1", "p3"], "scale_total": 2.0, "participants": None},
+        {
+            "round": 3,
+            "iteration": 2,
+            "contributors": ["p1", "p3"],
+            "scale_total": 2.0,
+            "participants": None,
+        },
     ],
     "failed_rounds": [{"round": 2, "reason": "only 1 contributors, at least 2 are required"}],
 }
 
 
-def event(node: str, name: str, round: int | None, run: str | None = RUN, **fields: Any) -> dict[str, Any]:
+def event(
+    node: str, name: str, round: int | None, run: str | None = RUN, **fields: Any
+) -> dict[str, Any]:
     return {"time": 1.0, "node": node, "event": name, "run": run, "round": round, **fields}
 
 
@@ -63,7 +71,11 @@ def test_report_lists_each_round() -> None:
     assert rounds[2]["outcome"] == "repeated"
     assert rounds[2]["reason"] == "only 1 contributors, at least 2 are required"
     assert [fault["kind"] for fault in rounds[2]["faults"]] == ["crash"]
-    assert rounds[3]["events"] == {"retried": {"p1": 2}, "rerouted": {"p1": 1}, "dropped_duplicate": {"p3": 1}}
+    assert rounds[3]["events"] == {
+        "retried": {"p1": 2},
+        "rerouted": {"p1": 1},
+        "dropped_duplicate": {"p3": 1},
+    }
 
 
 def test_report_skips_events_of_other_runs() -> None:
@@ -86,7 +98,9 @@ def test_report_compares_with_reference() -> None:
 
 
 def test_markdown_names_faults_and_repeats() -> None:
-    text = render_markdown(build_report(METRICS, EVENTS, plan=None, reference={"rounds": 2, "accuracy": 0.97}))
+    text = render_markdown(
+        build_report(METRICS, EVENTS, plan=None, reference={"rounds": 2, "accuracy": 0.97})
+    )
 
     assert "| 2 | repeated: only 1 contributors, at least 2 are required |" in text
     assert "| 1 | completed (iteration 1) | 3: p1, p2, p3 | 3 |" in text
@@ -96,9 +110,13 @@ def test_markdown_names_faults_and_repeats() -> None:
 
 
 def test_report_lists_plan(tmp_path: Path) -> None:
-    topology = load_topology(write_chain(tmp_path / "job", "breast-cancer", 3, job_id="chain", key_bits=512))
+    topology = load_topology(
+        write_chain(tmp_path / "job", "breast-cancer", 3, job_id="chain", key_bits=512)
+    )
     plan = parse_fault_plan(
-        {"seed": 3, "faults": [{"kind": "drop", "node": "p1", "probability": 0.5}]}, "plan.toml", topology
+        {"seed": 3, "faults": [{"kind": "drop", "node": "p1", "probability": 0.5}]},
+        "plan.toml",
+        topology,
     )
 
     report = build_report(METRICS, [], plan=plan, reference=None)
@@ -135,7 +153,9 @@ def test_event_log_appends_across_processes(tmp_path: Path) -> None:
 
 
 def test_cut_short_event_line_skipped(tmp_path: Path) -> None:
-    (tmp_path / "p1.jsonl").write_text(json.dumps(event("p1", "retried", 1)) + '\n{"time": 2.0, "no')
+    (tmp_path / "p1.jsonl").write_text(
+        json.dumps(event("p1", "retried", 1)) + '\n{"time": 2.0, "no'
+    )
 
     events = collect_events(tmp_path)
 

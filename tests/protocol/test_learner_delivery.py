@@ -99,7 +99,9 @@ def test_contribution_of_failed_round_acked(paillier: Paillier) -> None:
     [
         pytest.param(lambda paillier: {"sender": "p9"}, id="unknown-sender"),
         pytest.param(lambda paillier: {"contributors": ("p1", "p3")}, id="unreachable-contributor"),
-        pytest.param(lambda paillier: {"ciphertexts": (paillier.public_key.n,) * 3}, id="invalid-ciphertexts"),
+        pytest.param(
+            lambda paillier: {"ciphertexts": (paillier.public_key.n,) * 3}, id="invalid-ciphertexts"
+        ),
     ],
 )
 def test_invalid_contribution_not_acked(paillier: Paillier, changes: Any) -> None:
@@ -130,7 +132,10 @@ def test_rerouted_sender_accepted_when_offline(paillier: Paillier) -> None:
 
     assert action.contributors == ("p1", "p2")
     assert learner.acks_to_send() == expected_ack("p2")
-    expected = [a + b for a, b in zip(provider_vector("p1", SCALES), provider_vector("p2", SCALES), strict=True)]
+    expected = [
+        a + b
+        for a, b in zip(provider_vector("p1", SCALES), provider_vector("p2", SCALES), strict=True)
+    ]
     assert decrypt_total(paillier, action).tolist() == expected
 
 
@@ -161,7 +166,9 @@ def test_all_offline_waits_for_timeout(paillier: Paillier) -> None:
 def test_rerouted_sender_contributors_checked(paillier: Paillier) -> None:
     learner = chain_learner(paillier)
 
-    with pytest.raises(ProtocolError, match=r"contributors \['p3'\] cannot reach the learner through 'p2'"):
+    with pytest.raises(
+        ProtocolError, match=r"contributors \['p3'\] cannot reach the learner through 'p2'"
+    ):
         learner.receive(contribution(paillier, "p2", ["p2", "p3"]))
 
 
@@ -170,7 +177,9 @@ def test_rerouted_overlap_rejected(paillier: Paillier) -> None:
     learner.receive(contribution(paillier, "p2", ["p1", "p2"]))
     learner.acks_to_send()
 
-    with pytest.raises(DuplicateMessageError, match=r"\['p1', 'p2'\] are already in this round's total"):
+    with pytest.raises(
+        DuplicateMessageError, match=r"\['p1', 'p2'\] are already in this round's total"
+    ):
         learner.receive(contribution(paillier, "p3", ["p1", "p2", "p3"]))
 
     assert learner.acks_to_send() == expected_ack("p3")
@@ -181,7 +190,9 @@ def test_rerouted_overlap_rejected(paillier: Paillier) -> None:
 
 
 def test_full_sample_publishes_no_participant_list(paillier: Paillier) -> None:
-    learner = LearnerProtocol(learner_config(), run=RUN, public_key=paillier.public_key, theta=np.array(THETA0))
+    learner = LearnerProtocol(
+        learner_config(), run=RUN, public_key=paillier.public_key, theta=np.array(THETA0)
+    )
 
     start = published_round_start(learner.start()[0])
 
@@ -199,7 +210,10 @@ def sampling_learner(paillier: Paillier, **changes: Any) -> LearnerProtocol:
         "min_contributors": 2,
     }
     return LearnerProtocol(
-        learner_config(**(settings | changes)), run=RUN, public_key=paillier.public_key, theta=np.array(THETA0)
+        learner_config(**(settings | changes)),
+        run=RUN,
+        public_key=paillier.public_key,
+        theta=np.array(THETA0),
     )
 
 
@@ -284,7 +298,9 @@ def test_round_completed_reports_scale_total(paillier: Paillier) -> None:
 
 def test_resume_opens_next_round(paillier: Paillier) -> None:
     theta = np.array([0.125, -0.75])
-    learner = LearnerProtocol(learner_config(), run=RUN, public_key=paillier.public_key, theta=theta)
+    learner = LearnerProtocol(
+        learner_config(), run=RUN, public_key=paillier.public_key, theta=theta
+    )
 
     actions = learner.resume(last_round=7, iteration=5, failed_in_a_row=2)
 
@@ -300,7 +316,9 @@ def test_resume_opens_next_round(paillier: Paillier) -> None:
 
 def test_resumed_learner_continues_iterations(paillier: Paillier) -> None:
     theta = np.array(THETA0)
-    learner = LearnerProtocol(learner_config(), run=RUN, public_key=paillier.public_key, theta=theta)
+    learner = LearnerProtocol(
+        learner_config(), run=RUN, public_key=paillier.public_key, theta=theta
+    )
     learner.resume(last_round=3, iteration=2)
     action = deliver_round(learner, paillier)
 
@@ -310,13 +328,17 @@ def test_resumed_learner_continues_iterations(paillier: Paillier) -> None:
     assert completed.round == 4
     assert completed.iteration == 3
     np.testing.assert_allclose(
-        completed.theta, expected_theta(THETA0, ["p1", "p2", "p3"], SCALES, 0.5, 0.01), rtol=1e-12, atol=0
+        completed.theta,
+        expected_theta(THETA0, ["p1", "p2", "p3"], SCALES, 0.5, 0.01),
+        rtol=1e-12,
+        atol=0,
     )
 
 
 def test_resume_rejects_negative_checkpoint_values(paillier: Paillier) -> None:
-    learner = LearnerProtocol(learner_config(), run=RUN, public_key=paillier.public_key, theta=np.array(THETA0))
+    learner = LearnerProtocol(
+        learner_config(), run=RUN, public_key=paillier.public_key, theta=np.array(THETA0)
+    )
 
     with pytest.raises(ValueError, match=">= 0"):
         learner.resume(last_round=-1, iteration=0)
-

@@ -12,7 +12,13 @@ import pytest
 
 from gradchain.crypto import generate_keypair
 from gradchain.errors import DuplicateMessageError, ProtocolError, StaleMessageError
-from gradchain.protocol.events import Action, ComputeContribution, Dropped, Finished, SendContribution
+from gradchain.protocol.events import (
+    Action,
+    ComputeContribution,
+    Dropped,
+    Finished,
+    SendContribution,
+)
 from gradchain.protocol.messages import Contribution, JobDone, Liveness, Message, RoundStart, Status
 from gradchain.protocol.node import NodeConfig, NodeProtocol, NodeState
 from tests.protocol.conftest import KEY_BITS

@@ -52,7 +52,9 @@ def p4_config(**changes: Any) -> NodeConfig:
     return replace(config, **changes)
 
 
-def start(paillier: Paillier, *, round: int = 1, participants: tuple[str, ...] | None = None) -> RoundStart:
+def start(
+    paillier: Paillier, *, round: int = 1, participants: tuple[str, ...] | None = None
+) -> RoundStart:
     return RoundStart(
         job=JOB,
         run=RUN,
@@ -81,7 +83,10 @@ def started_p4(paillier: Paillier, **changes: Any) -> NodeProtocol:
 def upstream_sum(paillier: Paillier, round: int = 1) -> Contribution:
     """Return p3's sum of p1, p2 and p3."""
     return contribution(
-        "p3", ["p1", "p2", "p3"], paillier.encrypt(plaintext_sum(VECTOR_P1, VECTOR_P2, VECTOR_P3)), round=round
+        "p3",
+        ["p1", "p2", "p3"],
+        paillier.encrypt(plaintext_sum(VECTOR_P1, VECTOR_P2, VECTOR_P3)),
+        round=round,
     )
 
 
@@ -159,10 +164,14 @@ def test_early_contribution_acked(paillier: Paillier) -> None:
 def test_overlapping_contribution_acked(paillier: Paillier) -> None:
     node = started_p4(paillier)
     node.receive(status("p3", Liveness.OFFLINE))
-    node.receive(contribution("p2", ["p1", "p2"], paillier.encrypt(plaintext_sum(VECTOR_P1, VECTOR_P2))))
+    node.receive(
+        contribution("p2", ["p1", "p2"], paillier.encrypt(plaintext_sum(VECTOR_P1, VECTOR_P2)))
+    )
     node.acks_to_send()
 
-    with pytest.raises(DuplicateMessageError, match=r"\['p1', 'p2'\] are already in this round's sum"):
+    with pytest.raises(
+        DuplicateMessageError, match=r"\['p1', 'p2'\] are already in this round's sum"
+    ):
         node.receive(upstream_sum(paillier))
 
     assert node.acks_to_send() == expected_ack("p3")
@@ -170,7 +179,9 @@ def test_overlapping_contribution_acked(paillier: Paillier) -> None:
 
 def test_invalid_contribution_not_acked(paillier: Paillier) -> None:
     node = started_p4(paillier)
-    bad = replace(upstream_sum(paillier), ciphertexts=(paillier.public_key.nsquare,) * CIPHERTEXT_COUNT)
+    bad = replace(
+        upstream_sum(paillier), ciphertexts=(paillier.public_key.nsquare,) * CIPHERTEXT_COUNT
+    )
 
     with pytest.raises(ProtocolError, match="is not in Z"):
         node.receive(bad)
@@ -245,10 +256,16 @@ def test_second_ack_is_duplicate(paillier: Paillier) -> None:
 @pytest.mark.parametrize(
     ("message", "error", "text"),
     [
-        pytest.param(ack(of="p3"), ProtocolError, "Ack for 'p3' reached node p4", id="for-another-node"),
-        pytest.param(ack(sender="p3"), ProtocolError, "not on this node's path", id="from-upstream"),
+        pytest.param(
+            ack(of="p3"), ProtocolError, "Ack for 'p3' reached node p4", id="for-another-node"
+        ),
+        pytest.param(
+            ack(sender="p3"), ProtocolError, "not on this node's path", id="from-upstream"
+        ),
         pytest.param(ack(round=2), StaleMessageError, "another round", id="future-round"),
-        pytest.param(ack(run="fedcba9876543210"), StaleMessageError, "another round", id="another-run"),
+        pytest.param(
+            ack(run="fedcba9876543210"), StaleMessageError, "another round", id="another-run"
+        ),
     ],
 )
 def test_ack_that_does_not_fit_rejected(
@@ -394,9 +411,13 @@ def test_rerouted_sender_accepted(paillier: Paillier) -> None:
 
 def test_rerouted_sender_contributors_checked(paillier: Paillier) -> None:
     node = started_p4(paillier)
-    claims_p3 = contribution("p2", ["p2", "p3"], paillier.encrypt(plaintext_sum(VECTOR_P2, VECTOR_P3)))
+    claims_p3 = contribution(
+        "p2", ["p2", "p3"], paillier.encrypt(plaintext_sum(VECTOR_P2, VECTOR_P3))
+    )
 
-    with pytest.raises(ProtocolError, match=r"contributors \['p3'\] cannot reach this node through 'p2'"):
+    with pytest.raises(
+        ProtocolError, match=r"contributors \['p3'\] cannot reach this node through 'p2'"
+    ):
         node.receive(claims_p3)
 
     assert node.acks_to_send() == []
@@ -465,7 +486,9 @@ def test_non_participant_relays_upstream_sum_at_once(paillier: Paillier) -> None
     node.receive(start(paillier, participants=("p1", "p2", "p5")))
 
     sent = only_send(
-        node.receive(contribution("p3", ["p1", "p2"], paillier.encrypt(plaintext_sum(VECTOR_P1, VECTOR_P2))))
+        node.receive(
+            contribution("p3", ["p1", "p2"], paillier.encrypt(plaintext_sum(VECTOR_P1, VECTOR_P2)))
+        )
     )
 
     assert sent.message.contributors == ("p1", "p2")

@@ -190,7 +190,9 @@ def test_sample_repeats_for_same_seed_and_round() -> None:
     providers = [f"p{index}" for index in range(1, 21)]
 
     first = sample_participants(providers, fraction=0.5, minimum=3, seed=11, round=7)
-    again = sample_participants(list(reversed(providers)), fraction=0.5, minimum=3, seed=11, round=7)
+    again = sample_participants(
+        list(reversed(providers)), fraction=0.5, minimum=3, seed=11, round=7
+    )
 
     assert first == again
 

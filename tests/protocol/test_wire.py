@@ -615,9 +615,7 @@ def test_hand_built_round_start_with_hs_decodes() -> None:
         pytest.param(
             b"\x01" * (MAX_CIPHERTEXT_BYTES + 1), "bytes is too long", id="longer-than-limit"
         ),
-        pytest.param(
-            (MODULUS**2).to_bytes(16, "big"), "invalid public_key_hs", id="n-squared"
-        ),
+        pytest.param((MODULUS**2).to_bytes(16, "big"), "invalid public_key_hs", id="n-squared"),
     ],
 )
 def test_decode_rejects_invalid_hs(value: object, message: str) -> None:

@@ -21,7 +21,15 @@ def pack(body: dict[str, Any]) -> bytes:
 
 
 def ack_body() -> dict[str, Any]:
-    return {"v": WIRE_VERSION, "type": "ack", "job": "job-1", "run": RUN, "round": 3, "sender": "p4", "of": "p3"}
+    return {
+        "v": WIRE_VERSION,
+        "type": "ack",
+        "job": "job-1",
+        "run": RUN,
+        "round": 3,
+        "sender": "p4",
+        "of": "p3",
+    }
 
 
 def round_start_body(**changes: Any) -> dict[str, Any]:
@@ -76,7 +84,13 @@ def test_ack_with_invalid_value_rejected(field: str, value: object, text: str) -
 
 def test_round_start_participants_round_trip() -> None:
     message = RoundStart(
-        job="job-1", run=RUN, round=2, theta=(0.5,), public_key=MODULUS, timeout=30.0, participants=("p1", "p4")
+        job="job-1",
+        run=RUN,
+        round=2,
+        theta=(0.5,),
+        public_key=MODULUS,
+        timeout=30.0,
+        participants=("p1", "p4"),
     )
 
     decoded = decode(encode(message))
@@ -85,7 +99,9 @@ def test_round_start_participants_round_trip() -> None:
 
 
 def test_no_participants_leaves_field_out() -> None:
-    message = RoundStart(job="job-1", run=RUN, round=2, theta=(0.5,), public_key=MODULUS, timeout=30.0)
+    message = RoundStart(
+        job="job-1", run=RUN, round=2, theta=(0.5,), public_key=MODULUS, timeout=30.0
+    )
 
     body = msgpack.unpackb(encode(message), raw=False)
 

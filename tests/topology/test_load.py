@@ -815,9 +815,7 @@ def test_crypto_defaults_pack_with_djn(folder: Path) -> None:
     assert topology.crypto.pool_size is None
 
 
-def test_short_obfuscator_bits_logs_warning(
-    folder: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_short_obfuscator_bits_logs_warning(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
     document = base_document()
     document["crypto"].update(key_bits=2048, obfuscator_bits=256)
 
