@@ -66,6 +66,24 @@ def load_round_timings(events_dir: Path) -> dict[int, dict[str, dict[str, Any]]]
     return rounds
 
 
+#: Events that show the fault tolerance at work: resends of unacknowledged
+#: sums, sums sent around an offline node, partial sums sent at a deadline,
+#: and lost broker connections.
+RECOVERY_EVENTS = ("retried", "rerouted", "forwarded_partial", "connection_lost")
+
+
+def count_recovery_events(events_dir: Path, rounds: Iterable[int]) -> dict[str, int]:
+    """Count the recovery events of every daemon in ``rounds``; connection losses are counted over the whole job."""
+    measured = set(rounds)
+    counts = dict.fromkeys(RECOVERY_EVENTS, 0)
+    for path in sorted(events_dir.glob("*.jsonl")):
+        for entry in read_events(path):
+            event = entry.get("event")
+            if event == "connection_lost" or (event in counts and entry.get("round") in measured):
+                counts[event] += 1
+    return counts
+
+
 def critical_path(
     round: int, timings: Mapping[str, Mapping[str, Any]], learner_id: str
 ) -> RoundPath | None:
@@ -187,8 +205,8 @@ def fit_cost_model(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
     Each row needs ``latency_s``, ``encrypt_s``, ``decrypt_s``, ``hops`` and
     ``extra_inputs`` (medians of one configuration). The unknowns are c0,
-    the per-hop cost and the cost of each input beyond the first at a node;
-    encryption and decryption enter with their measured values. The fit is
+    the per-hop cost and the cost of each input beyond the first at a node.
+    Encryption and decryption enter with their measured values. The fit is
     least squares with every unknown at least 0 (scipy's ``nnls``), because
     a negative cost has no meaning. With fewer distinct shapes than unknowns
     the later unknowns are left out (set to 0).

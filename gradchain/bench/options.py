@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="smoke run of about 2 minutes: N = 4, 8; 100 floats; chain and tree-2; 3 measured rounds",
+        help="smoke run, under a minute on 2 cores: N = 4, 8; 100 floats; chain and tree-2; 3 measured rounds",
     )
     parser.add_argument(
         "--providers", metavar="N,N,...", help="provider counts (default: 4,8,16,32,64)"

@@ -132,11 +132,17 @@ def markdown(report: dict[str, Any]) -> str:
             f"| {row['latency_s']['p95']:.3f} | {_ms(row['per_hop_s']['median'])} "
             + " ".join(f"| {100 * shares[name]:.0f}%" for name in STAGES)
             + f" | {row['broker']['published_bytes_per_round'] / 1000:.1f} | {cpu:.2f} "
-            f"| {row['processes']['per_node']['peak_rss_mb']:.0f} | {row.get('model_s', float('nan')):.3f} |"
+            f"| {row['processes']['per_node']['peak_rss_mb']:.1f} | {row.get('model_s', float('nan')):.3f} |"
         )
+    recovering = [row for row in report["configurations"] if any(row.get("recovery_events", {}).values())]
+    if recovering:
+        lines += ["", "Recovery events in the measured rounds (connection losses: whole job):", ""]
+        for row in recovering:
+            counts = ", ".join(f"{name} {count}" for name, count in row["recovery_events"].items() if count)
+            lines.append(f"- {row['id']}: {counts}")
     lines += ["", "## Cost model", ""]
     lines.append(
-        "latency = encrypt + decrypt + c0 + per_hop × hops + per_extra_input × (inputs beyond the first "
+        "latency = encrypt + decrypt + c0 + per_hop * hops + per_extra_input * (inputs beyond the first "
         "at each node of the path), fitted by least squares per gradient size and mode."
     )
     lines += [
@@ -190,6 +196,9 @@ def plot(report: dict[str, Any], folder: Path) -> list[Path]:
         return paths
 
     figure, axes = plt.subplots(1, len(sizes), figsize=(6 * len(sizes), 4.5), squeeze=False)
+    # One colour per topology; encrypted rows solid, plaintext rows dashed.
+    topologies = sorted({row["topology"] for row in rows})
+    colours = {name: f"C{index}" for index, name in enumerate(topologies)}
     for axis, size in zip(axes[0], sizes, strict=True):
         for (topology, mode), group in _groups(rows, size).items():
             group.sort(key=lambda row: row["providers"])
@@ -197,6 +206,7 @@ def plot(report: dict[str, Any], folder: Path) -> list[Path]:
                 [row["providers"] for row in group],
                 [row["latency_s"]["median"] for row in group],
                 marker="o",
+                color=colours[topology],
                 linestyle="-" if mode == "encrypted" else "--",
                 label=f"{topology} ({mode})",
             )

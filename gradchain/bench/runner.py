@@ -29,7 +29,14 @@ from ..errors import GradchainError, TransportError
 from ..node.broker import BrokerAddress
 from ..topology import CryptoSettings, Topology, load_topology
 from ..topology.generate import LEARNER_ID, write_chain, write_tree
-from .analysis import critical_path, load_round_timings, shape_from_next_hops, summarise_paths
+from .analysis import (
+    count_recovery_events,
+    critical_path,
+    load_round_timings,
+    shape_from_next_hops,
+    shape_of,
+    summarise_paths,
+)
 from .processes import ProcessSampler, wait_until_idle
 from .traffic import TrafficCounter, delivered_bytes
 
@@ -104,21 +111,22 @@ def prepare_keys(work_dir: Path, key_bits: int) -> Path:
 
 
 def write_job(config: Configuration, settings: RunSettings, keys: Path) -> Topology:
-    """Write the configuration's topology, data files, key files and fault plan; return the loaded topology."""
+    """Write the configuration's topology, data files, key files and fault plan, and return the loaded topology."""
     job_dir = settings.work_dir / "jobs" / config.id
     if job_dir.exists():
         shutil.rmtree(job_dir)
-    shape_hops = config.providers if config.kind == "chain" else None
-    rounds = settings.warmup + settings.rounds
+
+    hops = shape_of(config.kind, config.providers, config.fanout).hops
     common: dict[str, Any] = {
         "job_id": f"bench-{config.id}",
-        "rounds": rounds,
+        "rounds": settings.warmup + settings.rounds,
+        # Only rounds end the job, so every configuration runs the same number.
         "tolerance": 0.0,
         "min_contributors": min(3, config.providers),
         "key_bits": settings.key_bits,
         "seed": settings.seed,
         "learning_rate": 0.05,
-        "round_timeout": 120.0 + TIMEOUT_PER_HOP * (shape_hops or 8),
+        "round_timeout": 120.0 + TIMEOUT_PER_HOP * hops,
     }
     dataset = f"synthetic:{config.size}x{rows_for(config.providers)}"
     if config.kind == "chain":
@@ -128,6 +136,7 @@ def write_job(config: Configuration, settings: RunSettings, keys: Path) -> Topol
         path = write_tree(job_dir, dataset, config.providers, config.fanout, **common)
     if config.mode == "plaintext":
         _set_crypto(path, encryption=False, insecure=True)
+
     (job_dir / "keys").mkdir(exist_ok=True)
     for name in ("learner.key.json", "learner.pub.json"):
         shutil.copy2(keys / name, job_dir / "keys" / name)
@@ -296,6 +305,7 @@ def _figures(
             "by_type_last_round": traffic[-1]["by_type"],
         },
         "processes": sampler.summary((first, last), len(paths)),
+        "recovery_events": count_recovery_events(events, [path.round for path in paths]),
         **extra,
     }
 

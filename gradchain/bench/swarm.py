@@ -34,8 +34,8 @@ from ..topology import Topology
 
 logger = logging.getLogger(__name__)
 
-#: Status messages the broker may deliver for one batch of starting daemons
-#: (about batch size x nodes of the job); a batch has 1 to 25 daemons.
+#: Status messages the broker may deliver for one batch of starting daemons,
+#: which is about the batch size times the nodes of the job. A batch has 1 to 25 daemons.
 STATUS_DELIVERIES_PER_BATCH = 2000
 MAX_START_BATCH = 25
 #: Delay of the event loop, in seconds, below which the host starts the next batch.

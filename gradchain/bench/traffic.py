@@ -39,7 +39,7 @@ class TrafficCounter:
     def __init__(self, broker: BrokerAddress, job: str) -> None:
         self.broker = broker
         self.job = job
-        #: round -> message type -> [messages, payload bytes]; round 0 holds messages without a round.
+        #: round -> message type -> [messages, payload bytes]; round 0 counts the messages that have no round.
         self.by_round: dict[int, dict[str, list[int]]] = defaultdict(
             lambda: defaultdict(lambda: [0, 0])
         )

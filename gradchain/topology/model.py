@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 MODELS = ("logistic", "linear", "pca", "factorisation", "multilabel-logistic")
@@ -128,7 +129,7 @@ class Topology:
         Accepts the learner id too. Raises KeyError for an unknown id.
         """
         self._require_known(node_id)
-        return frozenset(node.id for node in self.nodes.values() if node_id in node.next)
+        return self._routes.inputs.get(node_id, frozenset())
 
     def successor_of(self, node_id: str) -> str:
         """Return the single next hop of a node.
@@ -142,10 +143,9 @@ class Topology:
     def path_to_learner(self, node_id: str) -> tuple[str, ...]:
         """Return the ids from ``node_id`` up to and including the learner id."""
         self._require_known(node_id)
-        path = [node_id]
-        while path[-1] != self.learner.id:
-            path.append(self.successor_of(path[-1]))
-        return tuple(path)
+        if node_id == self.learner.id:
+            return (node_id,)
+        return self._routes.paths[node_id]
 
     def providers_upstream_of(self, node_id: str) -> frozenset[str]:
         """Return the providers whose contributions pass through ``node_id``.
@@ -154,9 +154,7 @@ class Topology:
         learner id it is every provider.
         """
         self._require_known(node_id)
-        return frozenset(
-            provider for provider in self.providers if node_id in self.path_to_learner(provider)
-        )
+        return self._routes.providers_upstream.get(node_id, frozenset())
 
     def distance_to_learner(self, node_id: str) -> int:
         """Return the number of hops from ``node_id`` to the learner (0 for the learner id)."""
@@ -165,9 +163,7 @@ class Topology:
     def nodes_upstream_of(self, node_id: str) -> frozenset[str]:
         """Return the nodes, other than ``node_id``, whose path to the learner passes through it."""
         self._require_known(node_id)
-        return frozenset(
-            other for other in self.nodes if other != node_id and node_id in self.path_to_learner(other)
-        )
+        return self._routes.nodes_upstream.get(node_id, frozenset())
 
     def hops(self) -> int:
         """Return the number of messages on the longest path from a provider to the learner.
@@ -176,6 +172,50 @@ class Topology:
         """
         return max((len(self.path_to_learner(p)) - 1 for p in self.providers), default=0)
 
+    @cached_property
+    def _routes(self) -> _Routes:
+        # Computed once per topology. When every call walked the paths again,
+        # building the node configurations of a 1,000-node chain did not finish.
+        return _Routes.of(self)
+
     def _require_known(self, node_id: str) -> None:
         if node_id != self.learner.id and node_id not in self.nodes:
             raise KeyError(f"no node or learner with id {node_id!r}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class _Routes:
+    """Every node's path to the learner and what flows into each node, of one topology."""
+
+    paths: Mapping[str, tuple[str, ...]]
+    inputs: Mapping[str, frozenset[str]]
+    providers_upstream: Mapping[str, frozenset[str]]
+    nodes_upstream: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, topology: Topology) -> _Routes:
+        learner = topology.learner.id
+        paths: dict[str, tuple[str, ...]] = {}
+        for node_id in topology.nodes:
+            walk = [node_id]
+            while walk[-1] != learner:
+                walk.append(topology.nodes[walk[-1]].next[0])
+            paths[node_id] = tuple(walk)
+        inputs: dict[str, set[str]] = {}
+        for node in topology.nodes.values():
+            for successor in node.next:
+                inputs.setdefault(successor, set()).add(node.id)
+        providers: dict[str, set[str]] = {}
+        nodes: dict[str, set[str]] = {}
+        for node_id, path in paths.items():
+            for on_path in path:
+                if topology.nodes[node_id].is_provider:
+                    providers.setdefault(on_path, set()).add(node_id)
+                if on_path != node_id:
+                    nodes.setdefault(on_path, set()).add(node_id)
+        return cls(
+            paths=paths,
+            inputs={key: frozenset(value) for key, value in inputs.items()},
+            providers_upstream={key: frozenset(value) for key, value in providers.items()},
+            nodes_upstream={key: frozenset(value) for key, value in nodes.items()},
+        )

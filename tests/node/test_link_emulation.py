@@ -46,7 +46,8 @@ def test_link_fault_defaults_to_every_message_type(topology: Topology) -> None:
     fault = plan(topology, link(latency=0.01)).faults[0]
     assert isinstance(fault, LinkFault)
     assert fault.bandwidth_mbps is None
-    assert "round_start" in fault.messages and "status" in fault.messages
+    assert "round_start" in fault.messages
+    assert "status" in fault.messages
 
 
 @pytest.mark.parametrize(
