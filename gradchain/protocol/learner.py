@@ -29,6 +29,7 @@ import numpy as np
 from ..crypto import PublicKey
 from ..errors import ConfigError, DuplicateMessageError, ProtocolError, StaleMessageError
 from ..models.training import StepSchedule, update
+from .checks import check_contribution
 from .events import (
     Action,
     DecryptTotal,
@@ -198,7 +199,7 @@ class LearnerProtocol:
     def total_decrypted(self, round: int, totals: np.ndarray) -> list[Action]:
         """Update θ from the decrypted total of ``round``.
 
-        ``totals`` holds Σ a_i·g_i followed by Σ a_i.
+        ``totals`` contains Σ a_i·g_i followed by Σ a_i.
         """
         if round != self.round or self.state is not LearnerState.DECRYPTING:
             raise StaleMessageError(
@@ -288,40 +289,21 @@ class LearnerProtocol:
             raise DuplicateMessageError(
                 "contribution already counted", sender=message.sender, round=message.round
             )
-        unknown = sorted(set(message.contributors) - carries[message.sender])
-        if unknown:
-            raise ProtocolError(
-                f"contributors {unknown} cannot reach the learner through {message.sender!r}",
-                sender=message.sender,
-                round=message.round,
+        try:
+            check_contribution(
+                message,
+                receiver="the learner",
+                reachable=carries[message.sender],
+                participants=self.participants,
+                counted=self._counted(),
+                sum_name="total",
+                public_key=self.public_key,
+                ciphertext_count=self.config.ciphertext_count,
             )
-        if self.participants is not None:
-            outsiders = sorted(set(message.contributors) - self.participants)
-            if outsiders:
-                raise ProtocolError(
-                    f"contributors {outsiders} are not participants of this round",
-                    sender=message.sender,
-                    round=message.round,
-                )
-        overlap = sorted(set(message.contributors) & self._counted())
-        if overlap:
+        except DuplicateMessageError:
+            # The sender must stop resending a sum whose providers are counted.
             self._queue_ack(message)
-            raise DuplicateMessageError(
-                f"contributors {overlap} are already in this round's total",
-                sender=message.sender,
-                round=message.round,
-            )
-        if len(message.ciphertexts) != self.config.ciphertext_count:
-            raise ProtocolError(
-                f"expected {self.config.ciphertext_count} ciphertexts, got {len(message.ciphertexts)}",
-                sender=message.sender,
-                round=message.round,
-            )
-        index = self.public_key.first_invalid_ciphertext(message.ciphertexts)
-        if index is not None:
-            raise ProtocolError(
-                f"ciphertext {index} is not in Z*_(n^2)", sender=message.sender, round=message.round
-            )
+            raise
 
         self._transition(LearnerEvent.CONTRIBUTION)
         self._received[message.sender] = message

@@ -33,6 +33,7 @@ from enum import Enum
 
 from ..crypto import PublicKey
 from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
+from .checks import check_ciphertexts, check_contribution
 from .events import Action, ComputeContribution, Dropped, Finished, SendAck, SendContribution
 from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
 from .routing import awaited_senders, next_online
@@ -78,7 +79,7 @@ class InvalidTransitionError(RuntimeError):
 
 @dataclass(frozen=True, kw_only=True)
 class NodeConfig:
-    """What a node needs to know from the topology and the job settings."""
+    """Settings a node takes from the topology and the job."""
 
     job: str
     node_id: str
@@ -356,30 +357,22 @@ class NodeProtocol:
                 round=message.round,
             )
 
-        unknown = sorted(set(message.contributors) - carries[message.sender])
-        if unknown:
-            raise ProtocolError(
-                f"contributors {unknown} cannot reach this node through {message.sender!r}",
-                sender=message.sender,
-                round=message.round,
+        assert self.public_key is not None
+        try:
+            check_contribution(
+                message,
+                receiver="this node",
+                reachable=carries[message.sender],
+                participants=self.participants,
+                counted=self._counted(),
+                sum_name="sum",
+                public_key=self.public_key,
+                ciphertext_count=self.config.ciphertext_count,
             )
-        if self.participants is not None:
-            outsiders = sorted(set(message.contributors) - self.participants)
-            if outsiders:
-                raise ProtocolError(
-                    f"contributors {outsiders} are not participants of this round",
-                    sender=message.sender,
-                    round=message.round,
-                )
-        overlap = sorted(set(message.contributors) & self._counted())
-        if overlap:
+        except DuplicateMessageError:
+            # The sender must stop resending a sum whose providers are counted.
             self._queue_ack(message)
-            raise DuplicateMessageError(
-                f"contributors {overlap} are already in this round's sum",
-                sender=message.sender,
-                round=message.round,
-            )
-        self._check_ciphertexts(message.ciphertexts, sender=message.sender, round=message.round)
+            raise
 
         self._transition(NodeEvent.CONTRIBUTION)
         self._received[message.sender] = message
@@ -495,20 +488,13 @@ class NodeProtocol:
 
     def _check_ciphertexts(self, ciphertexts: tuple[int, ...], *, sender: str, round: int) -> None:
         assert self.public_key is not None
-        expected = self.config.ciphertext_count
-        if len(ciphertexts) != expected:
-            raise ProtocolError(
-                f"expected {expected} ciphertexts, got {len(ciphertexts)}",
-                sender=sender,
-                round=round,
-            )
-        index = self.public_key.first_invalid_ciphertext(ciphertexts)
-        if index is not None:
-            raise ProtocolError(
-                f"ciphertext {index} is not in Z*_(n^2) for the learner's key",
-                sender=sender,
-                round=round,
-            )
+        check_ciphertexts(
+            ciphertexts,
+            public_key=self.public_key,
+            expected=self.config.ciphertext_count,
+            sender=sender,
+            round=round,
+        )
 
     def _forward_if_complete(self) -> list[Action]:
         """Forward the sum when nothing more can arrive, or when anything is there after the deadline."""
