@@ -28,9 +28,9 @@ class NodeLogger(logging.LoggerAdapter[logging.Logger]):
 def log_dropped(log: NodeLogger, topic: str, error: ProtocolError) -> None:
     """Log a message the protocol rejected, at a level that matches how normal it is.
 
-    Duplicates are expected with QoS 1 (DEBUG); messages of other runs or closed
-    rounds happen around restarts (INFO); anything malformed or hostile is a
-    WARNING because it means a buggy or malicious peer.
+    Duplicates are expected with QoS 1, so they are DEBUG. Messages of other
+    runs or closed rounds happen around restarts, so they are INFO. Anything
+    malformed or hostile is a WARNING because it means a buggy or malicious peer.
     """
     if isinstance(error, DuplicateMessageError):
         log.debug("dropped a duplicate on %s: %s", topic, error)

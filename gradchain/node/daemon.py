@@ -64,7 +64,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class NodeReport:
-    """What a node did, for its exit log line and for tests."""
+    """Counters of one node's run, for its exit log line and for tests."""
 
     node_id: str
     rounds_contributed: int = 0

@@ -36,7 +36,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, kw_only=True)
 class Received:
-    """One MQTT message as the daemon sees it."""
+    """One MQTT message as the transport passes it to the daemon."""
 
     topic: str
     payload: bytes

@@ -22,7 +22,7 @@ from ..errors import ProtocolError
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 RUN_PATTERN = re.compile(r"[0-9a-f]{8,64}")
 
-#: Longest parameter vector a message may carry.
+#: Maximum number of parameters a message may carry.
 MAX_PARAMETERS = 10_000_000
 
 

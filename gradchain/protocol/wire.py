@@ -26,7 +26,7 @@ WIRE_VERSION = 1
 #: Default upper bound for one payload, in bytes.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
 
-#: Longest ciphertext accepted, in bytes (n² of a 8192-bit modulus).
+#: Maximum ciphertext length accepted, in bytes (n² of a 8192-bit modulus).
 MAX_CIPHERTEXT_BYTES = 2048
 
 

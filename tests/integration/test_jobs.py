@@ -141,8 +141,8 @@ async def test_unrandomised_run_equals_plaintext_gd(
         job.tolerance,
     )
     encrypted = np.array(outcome.metrics["theta"])
-    # Each round rounds every provider's values to 2**-frac_bits; the error of
-    # a round is at most providers * 2**-frac_bits per parameter, and gradient
+    # Each round rounds every provider's values to 2**-frac_bits, so the error
+    # of a round is at most providers * 2**-frac_bits per parameter. Gradient
     # descent with this step size does not amplify it over 30 rounds.
     tolerance = ROUNDS * PROVIDERS * 2.0**-topology.crypto.frac_bits
     assert expected.rounds_run == ROUNDS
