@@ -3,7 +3,7 @@
     gradchain run TOPOLOGY [--faults PLAN]    the whole job on this machine
     gradchain node --id ID TOPOLOGY           one provider or aggregator
     gradchain learner TOPOLOGY [--resume]     the learner
-    gradchain topology chain|tree       write a topology and split a dataset
+    gradchain topology chain|tree|multi write a topology and split a dataset
     gradchain swarm TOPOLOGY            many nodes in one process
     gradchain bench [--quick]           measure chain and tree topologies
 
@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     for shape, text in (
         ("chain", "p1 -> p2 -> ... -> learner"),
         ("tree", "providers -> aggregators -> learner"),
+        ("multi", "each provider splits its contribution across several aggregators"),
     ):
         sub = shapes.add_parser(shape, help=text)
         sub.add_argument(
@@ -222,6 +223,21 @@ def build_parser() -> argparse.ArgumentParser:
                 default=4,
                 metavar="F",
                 help="inputs per aggregator (default: 4)",
+            )
+        if shape == "multi":
+            sub.add_argument(
+                "--portions",
+                type=int,
+                default=2,
+                metavar="M",
+                help="random shares each provider splits its contribution into, one per "
+                "aggregator (default: 2)",
+            )
+            sub.add_argument(
+                "--aggregators",
+                type=int,
+                metavar="A",
+                help="aggregators to spread the portions over (default: M)",
             )
         sub.add_argument(
             "--dataset",
@@ -252,13 +268,30 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--rounds", type=int, help="maximum rounds")
         sub.add_argument("--learning-rate", type=float, help="initial step size eta_0")
         sub.add_argument(
+            "--l2", type=float, help="L2 penalty lambda of the learner's update (default 0.001)"
+        )
+        sub.add_argument(
             "--key-bits", type=int, help="Paillier modulus size in bits (default 2048)"
         )
         sub.add_argument("--min-contributors", type=int, help="smallest total the learner decrypts")
         sub.add_argument(
             "--no-randomise",
             action="store_true",
-            help="set a_i = 1, for an exact comparison with plaintext gradient descent",
+            help="draw no random numbers (a_i = 1, no masks), for an exact comparison with "
+            "plaintext gradient descent",
+        )
+        sub.add_argument(
+            "--randomiser",
+            type=_randomiser_name,
+            metavar="NAME",
+            help="how providers randomise their gradients: scalar (default), vector, additive "
+            "or uniform; docs/randomisers.md compares them",
+        )
+        sub.add_argument(
+            "--no-uniform-normalise",
+            action="store_true",
+            help="with --randomiser uniform, send no sampling ratios: the learner uses "
+            "2 * sum / count",
         )
         sub.add_argument("--seed", type=int, default=0, help="seed of the data split (default: 0)")
         sub.add_argument(
@@ -354,6 +387,8 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-arg]
+    from .node.comparison import describe_comparison, describe_flagged
+
     def percent(value: float | None) -> str:
         return "-" if value is None else f"{100 * value:.2f}%"
 
@@ -370,6 +405,22 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
     if metrics["accuracy"] is not None and metrics.get("baseline_accuracy") is not None:
         gap = 100 * (metrics["accuracy"] - metrics["baseline_accuracy"])
         print(f"  difference: {gap:+.2f} percentage points")
+    pooled = metrics.get("pooled_reference")
+    if pooled:
+        exact = pooled.get("scores") or {}
+        print(
+            f"  exact:      {_format_scores(exact) if exact else 'no held-out data'}"
+            f"  ({pooled['method']})"
+        )
+        comparison = describe_comparison(pooled.get("comparison"))
+        if comparison is not None:
+            if str(metrics.get("reason", "")).startswith("reached the round limit"):
+                # Both gradient descent runs stop early; the exact minimiser can lie far away.
+                comparison += " (gradient descent stopped at the round limit, short of the minimiser)"
+            print(f"  vs exact:   {comparison}")
+    flagged = describe_flagged(metrics.get("flagged_rows"))
+    if flagged is not None:
+        print(f"  flagged:    {flagged}")
     theta = metrics.get("theta") or []
     if 0 < len(theta) <= 8:
         print("  theta:      [" + ", ".join(f"{value:.4f}" for value in theta) + "]")
@@ -452,6 +503,16 @@ def _dataset_name(text: str) -> str:
         return text
     raise argparse.ArgumentTypeError(
         f"unknown data set {text!r} (use one of: {', '.join(DATASETS)})"
+    )
+
+
+def _randomiser_name(text: str) -> str:
+    from .randomisers import RANDOMISERS
+
+    if text in RANDOMISERS:
+        return text
+    raise argparse.ArgumentTypeError(
+        f"unknown randomiser {text!r} (use one of: {', '.join(RANDOMISERS)})"
     )
 
 
@@ -541,12 +602,17 @@ def _topology(args: argparse.Namespace) -> int:
     settings = {
         "rounds": args.rounds,
         "learning_rate": args.learning_rate,
+        "l2": args.l2,
         "key_bits": args.key_bits,
         "min_contributors": args.min_contributors,
     }
     options = {key: value for key, value in settings.items() if value is not None}
     if args.no_randomise:
         options["randomise"] = False
+    if args.randomiser is not None:
+        options["randomiser"] = args.randomiser
+    if args.no_uniform_normalise:
+        options["uniform_normalise"] = False
     if args.data_path is not None:
         options["data_path"] = args.data_path
     if args.model_setting:
@@ -557,6 +623,18 @@ def _topology(args: argparse.Namespace) -> int:
             args.out,
             args.dataset,
             args.providers,
+            job_id=job_id,
+            seed=args.seed,
+            overwrite=args.overwrite,
+            **options,
+        )
+    elif args.shape == "multi":
+        path = generate.write_multi(
+            args.out,
+            args.dataset,
+            args.providers,
+            args.portions,
+            aggregators=args.aggregators,
             job_id=job_id,
             seed=args.seed,
             overwrite=args.overwrite,

@@ -31,7 +31,7 @@ from gradchain.errors import ConfigError
 
 FloatArray = npt.NDArray[np.float64]
 
-BUILTIN_DATASETS = ("breast-cancer", "phones", "digits")
+BUILTIN_DATASETS = ("breast-cancer", "phones", "digits", "digit-attributes")
 """Names accepted by :func:`load_builtin`."""
 
 _NUMERIC_KINDS = "iuf"  # numpy dtype kinds accepted in data files: signed, unsigned, float
@@ -100,6 +100,13 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dat
     ``"breast-cancer"``, is subtracted, so the result has 64 columns and no
     intercept column.
 
+    ``"digit-attributes"`` is the same images for multi-label logistic
+    regression, with a label matrix of three columns (``DIGIT_ATTRIBUTES``):
+    the digit is even, the digit is at least 5, the digit is prime. Pixels
+    are standardised like the breast cancer features, with the training
+    split stratified by the row of three labels, and an intercept column of
+    ones is appended, so the result has 65 columns.
+
     Standardising with statistics of the pooled training rows is a simulation
     convenience. A real deployment has no pooled data, so it would need these
     statistics computed securely across the providers or fixed in advance.
@@ -110,6 +117,8 @@ def load_builtin(name: str, *, test_fraction: float = 0.2, seed: int = 0) -> Dat
         return _breast_cancer(test_fraction=test_fraction, seed=seed)
     if name == "digits":
         return _digits(test_fraction=test_fraction, seed=seed)
+    if name == "digit-attributes":
+        return _digit_attributes(test_fraction=test_fraction, seed=seed)
     raise ConfigError(
         f"unknown built-in data set {name!r} (use one of: {', '.join(BUILTIN_DATASETS)})"
     )
@@ -157,7 +166,38 @@ def _digits(*, test_fraction: float, seed: int) -> Dataset:
     return Dataset(X=centred, y=y, feature_names=names, name="digits")
 
 
-DATASETS = (*BUILTIN_DATASETS, "warfarin", "movielens", "synthetic:FEATURES[xROWS]")
+DIGIT_ATTRIBUTES = ("even", "at_least_5", "prime")
+"""Label columns of the "digit-attributes" data set, in order."""
+
+
+def _digit_attributes(*, test_fraction: float, seed: int) -> Dataset:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    X = np.asarray(bunch.data, dtype=np.float64) / 16.0
+    digit = np.asarray(bunch.target)
+    labels = np.column_stack([digit % 2 == 0, digit >= 5, np.isin(digit, (2, 3, 5, 7))])
+    y = labels.astype(np.float64)
+    train_rows, _ = _split_indices(y, test_fraction=test_fraction, seed=seed)
+    mean = X[train_rows].mean(axis=0)
+    std = X[train_rows].std(axis=0)
+    std[std == 0.0] = 1.0  # border pixels that are always blank stay 0
+    standardised = (X - mean) / std
+    with_intercept = np.hstack([standardised, np.ones((X.shape[0], 1))])
+    names = (
+        *(f"pixel_{row}_{column}" for row in range(8) for column in range(8)),
+        "intercept",
+    )
+    return Dataset(X=with_intercept, y=y, feature_names=names, name="digit-attributes")
+
+
+DATASETS = (
+    *BUILTIN_DATASETS,
+    "warfarin",
+    "warfarin-outliers",
+    "movielens",
+    "synthetic:FEATURES[xROWS]",
+)
 """Names accepted by :func:`load_split`."""
 
 SYNTHETIC_PREFIX = "synthetic:"
@@ -168,7 +208,9 @@ DATASET_MODELS = {
     "breast-cancer": "logistic",
     "phones": "logistic",
     "digits": "pca",
+    "digit-attributes": "multilabel-logistic",
     "warfarin": "linear",
+    "warfarin-outliers": "linear",
     "movielens": "factorisation",
     "synthetic": "logistic",
 }
@@ -187,6 +229,11 @@ class DataSplit:
     """Group of each training row. Rows of one group must go to the same provider."""
     extra_files: Mapping[str, str] = field(default_factory=dict)
     """Text files that belong next to the data files, by file name."""
+    model_settings: Mapping[str, int | float] = field(default_factory=dict)
+    """``[model]`` settings that the data needs, such as label_power = 2 for labels sqrt(dose).
+
+    Settings that the user passes override them.
+    """
 
 
 def load_split(
@@ -203,7 +250,11 @@ def load_split(
     :func:`gradchain.models.warfarin.prepare_warfarin`) and adds the
     standardisation statistics as ``standardisation.json``. Without a path
     it reads the encoded table that a source checkout ships as
-    ``examples/warfarin/patients.csv``. ``"movielens"`` reads the MovieLens
+    ``examples/warfarin/patients.csv``. Its labels are sqrt(dose), so the
+    split sets the linear model's ``label_power`` to 2. ``"warfarin-outliers"``
+    is the same split with dose errors planted into some training rows
+    (:func:`gradchain.models.warfarin.plant_dose_errors`) and the providers'
+    outlier flagging switched on. ``"movielens"`` reads the MovieLens
     100K folder at ``path``, holds out ``test_fraction`` of the users for
     the learner and keeps each user's ratings in one group (see
     :func:`gradchain.models.movielens.split_movielens`).
@@ -225,18 +276,30 @@ def load_split(
         dataset = load_builtin(name, test_fraction=test_fraction, seed=seed)
         train, test = train_test_split(dataset, test_fraction, seed)
         return DataSplit(train=train, test=test, model=DATASET_MODELS[name])
-    if name == "warfarin":
+    if name in ("warfarin", "warfarin-outliers"):
         # Imported here because gradchain.models.warfarin imports this module.
-        from gradchain.models.warfarin import prepare_warfarin, shipped_cohort_path
+        from gradchain.models.warfarin import (
+            WARFARIN_MODEL_SETTINGS,
+            WARFARIN_OUTLIER_SETTINGS,
+            plant_dose_errors,
+            prepare_warfarin,
+            shipped_cohort_path,
+        )
 
         prepared = prepare_warfarin(
             shipped_cohort_path() if path is None else path, test_fraction=test_fraction, seed=seed
         )
+        train = prepared.train
+        settings = dict(WARFARIN_MODEL_SETTINGS)
+        if name == "warfarin-outliers":
+            train = plant_dose_errors(train, seed=seed).dataset
+            settings.update(WARFARIN_OUTLIER_SETTINGS)
         return DataSplit(
-            train=prepared.train,
+            train=train,
             test=prepared.test,
             model=DATASET_MODELS[name],
             extra_files={"standardisation.json": prepared.standardisation.to_json()},
+            model_settings=settings,
         )
     if name == "movielens":
         from gradchain.models.movielens import split_movielens
@@ -388,7 +451,10 @@ def split_groups(dataset: Dataset, groups: npt.ArrayLike, parts: int, seed: int)
 
 
 def save_npz(path: str | os.PathLike[str], X: npt.ArrayLike, y: npt.ArrayLike) -> None:
-    """Write ``X`` and ``y`` as float64 arrays to an .npz file, creating parent folders."""
+    """Write ``X`` and ``y`` as float64 arrays to a compressed .npz file, creating parent folders.
+
+    :func:`load_data_file` reads compressed and uncompressed .npz files alike.
+    """
     path = Path(path)
     features = np.asarray(X, dtype=np.float64)
     labels = np.asarray(y, dtype=np.float64)
@@ -397,7 +463,7 @@ def save_npz(path: str | os.PathLike[str], X: npt.ArrayLike, y: npt.ArrayLike) -
     path.parent.mkdir(parents=True, exist_ok=True)
     # Writing through a file object stops numpy from appending ".npz" to the name.
     with path.open("wb") as stream:
-        np.savez(stream, X=features, y=labels)
+        np.savez_compressed(stream, X=features, y=labels)
 
 
 def save_csv(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sklearn.datasets import load_breast_cancer
+from sklearn.datasets import load_breast_cancer, load_digits
 
 from gradchain.data import (
     Dataset,
@@ -195,6 +195,17 @@ def test_npz_round_trip(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded_X, X)
     np.testing.assert_array_equal(loaded_y, y)
     assert loaded_X.dtype == np.float64
+
+
+def test_save_npz_compresses(tmp_path: Path) -> None:
+    X = np.zeros((1000, 20))
+    path = tmp_path / "zeros.npz"
+
+    save_npz(path, X, np.zeros(1000))
+
+    # 168,000 bytes of float64 zeros shrink to well under a tenth.
+    assert path.stat().st_size < 16_800
+    np.testing.assert_array_equal(load_data_file(path)[0], X)
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:
@@ -440,6 +451,49 @@ def test_load_split_warfarin_from_shipped_copy() -> None:
     assert split.test.X.shape == (1106, 21)
     np.testing.assert_array_equal(split.train.X[:, -1], 1.0)
     assert "standardisation.json" in split.extra_files
+    assert split.model_settings == {"label_power": 2}
+
+
+def test_warfarin_outliers_plant_dose_errors() -> None:
+    clean = load_split("warfarin")
+    planted = load_split("warfarin-outliers")
+
+    changed = np.flatnonzero(planted.train.y != clean.train.y)
+
+    assert planted.model == "linear"
+    assert planted.model_settings == {"label_power": 2, "outlier_mad_scale": 3.5}
+    # 2% of the 4,422 training rows, each with ten times the dose, which is
+    # sqrt(10) times the label sqrt(dose).
+    assert changed.size == 88
+    np.testing.assert_allclose(
+        planted.train.y[changed] ** 2, 10 * clean.train.y[changed] ** 2, rtol=1e-12
+    )
+    np.testing.assert_array_equal(planted.train.X, clean.train.X)
+    np.testing.assert_array_equal(planted.test.y, clean.test.y)
+
+
+def test_digit_attributes_labels() -> None:
+    dataset = load_builtin("digit-attributes", test_fraction=0.2, seed=0)
+    digit = load_digits().target
+
+    assert dataset.X.shape == (1797, 65)
+    np.testing.assert_array_equal(dataset.X[:, -1], 1.0)
+    np.testing.assert_array_equal(dataset.y[:, 0], digit % 2 == 0)
+    np.testing.assert_array_equal(dataset.y[:, 1], digit >= 5)
+    np.testing.assert_array_equal(dataset.y[:, 2], np.isin(digit, [2, 3, 5, 7]))
+
+
+def test_digit_attributes_standardised_on_training_rows() -> None:
+    split = load_split("digit-attributes", test_fraction=0.2, seed=0)
+    pixels = split.train.X[:, :-1]
+    varying = pixels.std(axis=0) > 0
+
+    assert split.model == "multilabel-logistic"
+    assert split.train.rows + split.test.rows == 1797
+    # Each of the 8 combinations of labels rounds its own 20%, so the total is off by < 4 rows.
+    assert abs(split.test.rows - 0.2 * 1797) < 4
+    np.testing.assert_allclose(pixels.mean(axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(pixels[:, varying].std(axis=0), 1.0, rtol=1e-12)
 
 
 def test_load_split_unknown_name() -> None:

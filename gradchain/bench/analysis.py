@@ -176,10 +176,17 @@ class Shape:
 
 
 def shape_of(kind: str, providers: int, fanout: int | None) -> Shape:
-    """Return the shape that :func:`~gradchain.topology.generate.write_chain` or ``write_tree`` would write."""
+    """Return the shape that ``write_chain``, ``write_tree`` or ``write_multi`` would write.
+
+    ``fanout`` is the tree's fan-out, or the number of portions (and
+    aggregators) of a "multi" shape.
+    """
     if kind == "chain":
         return Shape(hops=providers, extra_inputs=0, aggregators=0)
     assert fanout is not None
+    if kind == "multi":
+        # Every aggregator gets one portion of each provider; the learner gets M sums.
+        return Shape(hops=2, extra_inputs=(providers - 1) + (fanout - 1), aggregators=fanout)
     next_hops, aggregators = _plan_tree(providers, fanout)
     return shape_from_next_hops(next_hops, "p1", len(aggregators))
 

@@ -16,7 +16,7 @@ from ..errors import ConfigError
 
 DEFAULT_PROVIDERS = (4, 8, 16, 32, 64)
 DEFAULT_SIZES = (100, 10_000)
-DEFAULT_TOPOLOGIES = ("chain", "tree-2", "tree-4", "tree-8")
+DEFAULT_TOPOLOGIES = ("chain", "tree-2", "tree-4", "tree-8", "multi-2")
 MODES = ("encrypted", "plaintext")
 #: Default of --max-obfuscators: about 11 CPU seconds of pool refills per round
 #: with a 2048-bit key, which keeps the default grid near 15 minutes on 2 cores.
@@ -61,7 +61,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--topologies",
         metavar="T,T,...",
-        help="chain and tree-F for fan-out F (default: chain,tree-2,tree-4,tree-8)",
+        help="chain, tree-F for fan-out F, and multi-M for providers that split their "
+        "contribution into M portions over M aggregators (default: chain,tree-2,tree-4,tree-8,multi-2)",
     )
     parser.add_argument(
         "--modes",
@@ -199,9 +200,10 @@ def _names(text: str) -> tuple[str, ...]:
 def parse_topology(name: str) -> tuple[str, int | None]:
     if name == "chain":
         return "chain", None
-    kind, _, fanout = name.partition("-")
-    if kind == "tree" and fanout.isdigit() and int(fanout) >= 2:
-        return "tree", int(fanout)
+    kind, _, number = name.partition("-")
+    if kind in ("tree", "multi") and number.isdigit() and int(number) >= 2:
+        return kind, int(number)
     raise ConfigError(
-        f"unknown topology {name!r} (use chain or tree-F with a fan-out F >= 2, e.g. tree-4)"
+        f"unknown topology {name!r} (use chain, tree-F with a fan-out F >= 2 such as tree-4, "
+        "or multi-M with M >= 2 portions such as multi-2)"
     )

@@ -27,8 +27,9 @@ import tomli_w
 from ..crypto import generate_keypair, make_encoding, save_private_key, save_public_key
 from ..errors import GradchainError, TransportError
 from ..node.broker import BrokerAddress
+from ..randomisers import ScalarRandomiser
 from ..topology import CryptoSettings, Topology, load_topology
-from ..topology.generate import LEARNER_ID, write_chain, write_tree
+from ..topology.generate import LEARNER_ID, write_chain, write_multi, write_tree
 from .analysis import (
     count_recovery_events,
     critical_path,
@@ -55,7 +56,8 @@ NODE_EXIT_TIMEOUT = 60.0
 class Configuration:
     """One job of the grid."""
 
-    kind: str  # "chain" or "tree"
+    kind: str  # "chain", "tree" or "multi"
+    #: Fan-out of a tree, or portions (and aggregators) of a multi shape.
     fanout: int | None
     providers: int
     size: int  # gradient length: features of the synthetic data set
@@ -63,7 +65,7 @@ class Configuration:
 
     @property
     def topology_name(self) -> str:
-        return "chain" if self.kind == "chain" else f"tree-{self.fanout}"
+        return "chain" if self.kind == "chain" else f"{self.kind}-{self.fanout}"
 
     @property
     def id(self) -> str:
@@ -91,7 +93,10 @@ def obfuscators_per_round(config: Configuration, key_bits: int) -> int:
     if config.mode != "encrypted":
         return 0
     encoding = make_encoding(CryptoSettings(key_bits=key_bits), config.providers)
-    return config.providers * encoding.ciphertext_count(config.size + 1)
+    # Benchmark jobs use the default scalar randomiser.
+    payload = ScalarRandomiser().payload_length(config.size)
+    portions = config.fanout if config.kind == "multi" and config.fanout else 1
+    return config.providers * portions * encoding.ciphertext_count(payload)
 
 
 def rows_for(providers: int) -> int:
@@ -131,6 +136,11 @@ def write_job(config: Configuration, settings: RunSettings, keys: Path) -> Topol
     dataset = f"synthetic:{config.size}x{rows_for(config.providers)}"
     if config.kind == "chain":
         path = write_chain(job_dir, dataset, config.providers, **common)
+    elif config.kind == "multi":
+        assert config.fanout is not None
+        path = write_multi(
+            job_dir, dataset, config.providers, config.fanout, aggregators=config.fanout, **common
+        )
     else:
         assert config.fanout is not None
         path = write_tree(job_dir, dataset, config.providers, config.fanout, **common)
@@ -295,7 +305,9 @@ def _figures(
         "mode": config.mode,
         "hops": topology.hops(),
         "extra_inputs": shape.extra_inputs,
-        "ciphertexts_per_contribution": encoding.ciphertext_count(topology.job.features + 1),
+        "ciphertexts_per_contribution": encoding.ciphertext_count(
+            topology.randomiser.payload_length(topology.job.features)
+        ),
         "rounds_measured": len(paths),
         "complete_rounds": sum(1 for path in paths if path.contributors == config.providers),
         **summary,

@@ -22,6 +22,7 @@ from gradchain.crypto.vector import (
     decrypt_ciphertexts,
     decrypt_vector,
     encode_unencrypted_vector,
+    encrypt_portions,
     encrypt_vector,
     open_unencrypted_vector,
 )
@@ -39,6 +40,7 @@ __all__ = [
     "decrypt_ciphertexts",
     "decrypt_vector",
     "encode_unencrypted_vector",
+    "encrypt_portions",
     "encrypt_vector",
     "generate_keypair",
     "load_private_key",

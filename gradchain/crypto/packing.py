@@ -37,7 +37,8 @@ and the slot, instead of returning a wrong number:
 NOTE: these checks rely on the contributor count that the caller passes. A
 contribution added twice under one name can overflow a slot into its
 neighbour without tripping them. The protocol rejects duplicate contributor
-names, and the learner checks the sum of the scales a_i against the count.
+names, and the learner checks the scale or count totals of the job's
+randomiser against the count.
 """
 
 from __future__ import annotations

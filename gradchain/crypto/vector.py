@@ -11,6 +11,7 @@ default. Both functions block, and the daemons call them in a worker thread.
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -61,6 +62,63 @@ def encrypt_vector(
     ciphertexts = [
         public_key.raw_encrypt_with_obfuscator(plaintext, mask)
         for plaintext, mask in zip(encoded.plaintexts, masks, strict=True)
+    ]
+    return ciphertexts, encoded.clipped
+
+
+def encrypt_portions(
+    public_key: PublicKey,
+    encoding: Encoding,
+    values: npt.ArrayLike,
+    portions: int,
+    *,
+    obfuscators: ObfuscatorPool | None = None,
+    contributors: int = 1,
+    encrypt: bool = True,
+) -> tuple[list[list[int]], int]:
+    """Encode ``values``, split each plaintext into ``portions`` random shares and encrypt them.
+
+    The first ``portions - 1`` shares of a plaintext m are drawn uniformly
+    from [0, n) with a cryptographic random source, and the last is m minus
+    their sum mod n. Any ``portions - 1`` shares are therefore independent of
+    m, and only the sum of all of them, which Paillier computes by adding the
+    ciphertexts, gives m back. Returns one ciphertext vector per portion and
+    the clipped count. ``encrypt=False`` encodes each share as
+    :func:`encode_unencrypted_vector` does, for benchmarks only. Other
+    arguments and errors are as for :func:`encrypt_vector`, plus ValueError
+    for ``portions < 1``.
+    """
+    if isinstance(portions, bool) or not isinstance(portions, int) or portions < 1:
+        raise ValueError(f"portions must be an integer >= 1, got {portions!r}")
+    if obfuscators is not None and obfuscators.public_key != public_key:
+        raise ValueError(
+            f"the obfuscator pool belongs to key {obfuscators.public_key.fingerprint}, "
+            f"not to key {public_key.fingerprint}"
+        )
+    encoded = encoding.encode_vector(values, public_key, contributors=contributors)
+    n = public_key.n
+    shares: list[list[int]] = [[] for _ in range(portions)]
+    for plaintext in encoded.plaintexts:
+        drawn = [secrets.randbelow(n) for _ in range(portions - 1)]
+        for portion, share in enumerate(drawn):
+            shares[portion].append(share)
+        shares[-1].append((plaintext - sum(drawn)) % n)
+    count = len(encoded.plaintexts) * portions
+    if not encrypt:
+        masks = [1] * count
+    elif obfuscators is not None:
+        masks = obfuscators.take(count)
+    else:
+        masks = shared_source(public_key).compute(count)
+    width = len(encoded.plaintexts)
+    ciphertexts = [
+        [
+            public_key.raw_encrypt_with_obfuscator(share, mask)
+            for share, mask in zip(
+                portion_shares, masks[index * width : (index + 1) * width], strict=True
+            )
+        ]
+        for index, portion_shares in enumerate(shares)
     ]
     return ciphertexts, encoded.clipped
 

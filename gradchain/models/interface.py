@@ -10,7 +10,9 @@ implements the matching optional method:
 - ``parameter_count(X, y)`` and ``check_data(X, y, parameters)`` when the
   length of theta is not the number of columns of X;
 - ``create_state(X, y)`` and ``gradient_sum(theta, X, y, state)`` when a
-  provider keeps values of its own between rounds (user factors).
+  provider keeps values of its own between rounds (user factors);
+- ``flags_rows`` and ``flag_rows(theta, X, y)`` when each provider flags
+  rows of its own after training, such as a regression's outliers.
 
 Code that runs a job calls the functions of this module, not the methods, so
 that a model without an optional method gets the stateless default.
@@ -79,6 +81,39 @@ class LocalStateModel(Protocol):
         y: npt.ArrayLike,
         state: object | None = None,
     ) -> npt.NDArray[np.float64]: ...
+
+
+@runtime_checkable
+class SupportsRowFlags(Protocol):
+    """A model whose providers flag rows of their own with the final theta, such as outliers.
+
+    Only the number of flagged rows may leave a provider; the rows and the
+    flags stay on it.
+    """
+
+    @property
+    def flags_rows(self) -> bool: ...
+
+    def flag_rows(
+        self, theta: npt.ArrayLike, X: npt.ArrayLike, y: npt.ArrayLike
+    ) -> npt.NDArray[np.bool_]: ...
+
+
+def flags_rows(model: Model) -> bool:
+    """Return whether the model's providers flag rows after training."""
+    return isinstance(model, SupportsRowFlags) and bool(model.flags_rows)
+
+
+def count_flagged_rows(
+    model: Model, theta: npt.ArrayLike, X: npt.ArrayLike, y: npt.ArrayLike
+) -> int:
+    """Count the provider's rows that the model flags with ``theta``.
+
+    Raises ValueError when the model does not flag rows (see :func:`flags_rows`).
+    """
+    if not isinstance(model, SupportsRowFlags) or not model.flags_rows:
+        raise ValueError(f"{type(model).__name__} is not configured to flag rows")
+    return int(np.count_nonzero(model.flag_rows(theta, X, y)))
 
 
 def initial_theta(model: Model, parameters: int) -> FloatArray:

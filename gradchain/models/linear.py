@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
+from gradchain.errors import ConfigError
 from gradchain.models._arrays import as_matrix, as_targets, as_weights, require_rows
 
 FloatArray = npt.NDArray[np.float64]
@@ -25,7 +28,42 @@ class LinearRegression:
     The providers minimise the summed half squared error
     1/2 * sum over rows of (x . theta - y)**2. The model is stateless, so one
     instance serves any number of providers and rounds.
+
+    ``label_power`` p > 1 declares that each label is the p-th root of the
+    quantity of interest, the target, such as y = sqrt(dose) with p = 2.
+    :meth:`evaluate` then also reports the error in the target's units.
+
+    ``outlier_threshold`` and ``outlier_mad_scale`` switch on the flagging
+    of rows with large residuals after training (:meth:`flag_rows`). At most
+    one of them may be positive. ``outlier_threshold`` is an absolute bound
+    on |x . theta - y| in the units of y. ``outlier_mad_scale`` is a
+    multiple of the robust standard deviation of each provider's own
+    residuals (:func:`robust_threshold`).
     """
+
+    def __init__(
+        self,
+        *,
+        label_power: int = 1,
+        outlier_threshold: float = 0.0,
+        outlier_mad_scale: float = 0.0,
+    ) -> None:
+        if isinstance(label_power, bool) or not isinstance(label_power, int) or label_power < 1:
+            raise ConfigError(f"label_power must be an integer >= 1, got {label_power!r}")
+        for name, value in (
+            ("outlier_threshold", outlier_threshold),
+            ("outlier_mad_scale", outlier_mad_scale),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value!r}")
+        if outlier_threshold > 0 and outlier_mad_scale > 0:
+            raise ConfigError(
+                f"outlier_threshold ({outlier_threshold:g}) and outlier_mad_scale "
+                f"({outlier_mad_scale:g}) are both set. Set one of them and leave the other at 0"
+            )
+        self.label_power = label_power
+        self.outlier_threshold = float(outlier_threshold)
+        self.outlier_mad_scale = float(outlier_mad_scale)
 
     def gradient_sum(self, theta: npt.ArrayLike, X: npt.ArrayLike, y: npt.ArrayLike) -> FloatArray:
         """Compute sum over rows of (x . theta - y) x, a provider's partial gradient.
@@ -61,11 +99,46 @@ class LinearRegression:
     ) -> dict[str, float]:
         """Compute the held-out metrics: ``loss`` (mean squared error) and ``mae``.
 
-        ``mae`` is the mean absolute error, in the units of y.
+        ``mae`` is the mean absolute error, in the units of y. With
+        ``label_power`` p > 1 the metrics add ``target_mae``, the mean absolute
+        error after raising the predictions and the labels to the power p
+        (mg/week for the warfarin data, whose labels are sqrt(dose)). A
+        negative prediction counts as a target of 0.
         """
         residuals = self.residuals(theta, X, y)
         require_rows(np.asarray(X, dtype=np.float64), "metrics")
-        return {"loss": float(np.mean(residuals**2)), "mae": float(np.mean(np.abs(residuals)))}
+        metrics = {
+            "loss": float(np.mean(residuals**2)),
+            "mae": float(np.mean(np.abs(residuals))),
+        }
+        if self.label_power > 1:
+            predicted = np.maximum(self.predict(theta, X), 0.0) ** self.label_power
+            actual = np.asarray(y, dtype=np.float64) ** self.label_power
+            metrics["target_mae"] = float(np.mean(np.abs(predicted - actual)))
+        return metrics
+
+    @property
+    def flags_rows(self) -> bool:
+        """Whether :meth:`flag_rows` is switched on by a positive outlier setting."""
+        return self.outlier_threshold > 0 or self.outlier_mad_scale > 0
+
+    def flag_rows(self, theta: npt.ArrayLike, X: npt.ArrayLike, y: npt.ArrayLike) -> BoolArray:
+        """Flag a provider's rows whose absolute residual exceeds the configured threshold.
+
+        With ``outlier_mad_scale`` the threshold is computed from the
+        residuals of these rows alone, so it stays on the provider too.
+        Raises ValueError when flagging is off.
+        """
+        if self.outlier_threshold > 0:
+            return flag_outliers(theta, X, y, self.outlier_threshold)
+        if self.outlier_mad_scale > 0:
+            residuals = self.residuals(theta, X, y)
+            threshold = robust_threshold(residuals, self.outlier_mad_scale)
+            flags: BoolArray = np.abs(residuals) > threshold
+            return flags
+        raise ValueError(
+            "row flagging is off: set outlier_threshold or outlier_mad_scale in the [model] table"
+        )
 
 
 def flag_outliers(

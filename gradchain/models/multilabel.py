@@ -76,12 +76,13 @@ class MultiLabel:
     def evaluate(
         self, theta: npt.ArrayLike, X: npt.ArrayLike, y: npt.ArrayLike
     ) -> dict[str, float]:
-        """Average each of the base model's metrics over the labels.
+        """Average each of the base model's metrics over the labels, and report each label's too.
 
         With logistic regression this gives ``loss`` (mean log loss) and
         ``accuracy``, the share of correct (row, label) pairs, which is
         1 - Hamming loss. ``subset_accuracy`` adds the share of rows whose
-        labels are all correct.
+        labels are all correct. Every base metric is also reported per label
+        column j as ``<metric>_label_<j>``, such as ``accuracy_label_0``.
         """
         thetas, X_array, labels = self._split(theta, X, y)
         per_label = [
@@ -91,6 +92,8 @@ class MultiLabel:
         metrics = {
             key: float(np.mean([scores[key] for scores in per_label])) for key in per_label[0]
         }
+        for label, scores in enumerate(per_label):
+            metrics.update({f"{key}_label_{label}": float(value) for key, value in scores.items()})
         if isinstance(self.base, LogisticRegression):
             predicted = np.column_stack(
                 [self.base.predict(thetas[label], X_array) for label in range(labels.shape[1])]

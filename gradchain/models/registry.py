@@ -57,7 +57,32 @@ _SEED = ModelSetting(
 
 MODEL_SETTINGS: dict[str, tuple[ModelSetting, ...]] = {
     "logistic": (),
-    "linear": (),
+    "linear": (
+        ModelSetting(
+            name="label_power",
+            kind=int,
+            default=1,
+            minimum=1,
+            description="the labels are the label_power-th root of the target (2 for sqrt(dose)); "
+            "evaluation adds target_mae in the target's units",
+        ),
+        ModelSetting(
+            name="outlier_threshold",
+            kind=float,
+            default=0.0,
+            minimum=0.0,
+            description="after training, each provider counts its rows whose absolute residual "
+            "exceeds this, in the units of the labels; 0 switches it off",
+        ),
+        ModelSetting(
+            name="outlier_mad_scale",
+            kind=float,
+            default=0.0,
+            minimum=0.0,
+            description="like outlier_threshold, with a threshold of this many robust standard "
+            "deviations (1.4826 MAD) of each provider's own residuals; 0 switches it off",
+        ),
+    ),
     "multilabel-logistic": (),
     "pca": (
         ModelSetting(
@@ -95,6 +120,14 @@ def _pca(settings: Mapping[str, SettingValue]) -> Model:
     return PCA(components=int(settings["components"]), seed=int(settings["seed"]))
 
 
+def _linear(settings: Mapping[str, SettingValue]) -> Model:
+    return LinearRegression(
+        label_power=int(settings["label_power"]),
+        outlier_threshold=float(settings["outlier_threshold"]),
+        outlier_mad_scale=float(settings["outlier_mad_scale"]),
+    )
+
+
 def _factorisation(settings: Mapping[str, SettingValue]) -> Model:
     return MatrixFactorisation(
         rank=int(settings["rank"]),
@@ -106,7 +139,7 @@ def _factorisation(settings: Mapping[str, SettingValue]) -> Model:
 
 _MODEL_FACTORIES: dict[str, Callable[[Mapping[str, SettingValue]], Model]] = {
     "logistic": lambda _: LogisticRegression(),
-    "linear": lambda _: LinearRegression(),
+    "linear": _linear,
     "multilabel-logistic": lambda _: MultiLabel(LogisticRegression()),
     "pca": _pca,
     "factorisation": _factorisation,

@@ -1,14 +1,15 @@
 """Step-size schedules, the learner's update rule and plaintext distributed gradient descent.
 
 The learner minimises the model's objective plus the L2 penalty l2 * ||theta||^2.
-Each round it receives (sum a_i g_i) and (sum a_i) from the providers, where g_i
-is provider i's gradient_sum and a_i in (0, 1] its random scale, and updates
+With the default scalar randomiser it receives (sum a_i g_i) and (sum a_i) from
+the providers each round, where g_i is provider i's gradient_sum and a_i in
+(0, 1] its random scale, and updates
 
     theta_{k+1} = theta_k - eta_k * ((sum a_i g_i) / (sum a_i) + 2 * l2 * theta_k).
 
 plaintext_distributed_gd runs the same rounds without encryption and with every
 a_i = 1, so it gives the exact numbers the encrypted protocol should reproduce
-when randomisation is off.
+when randomisation is off, whichever randomiser the job uses.
 """
 
 from __future__ import annotations

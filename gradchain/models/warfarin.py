@@ -627,3 +627,52 @@ def _read_linear_theta(path: Path) -> FloatArray:
             f"column ({', '.join(DATA_COLUMNS)}), got shape {theta.shape}"
         )
     return theta
+
+
+WARFARIN_MODEL_SETTINGS: dict[str, int | float] = {"label_power": 2}
+"""``[model]`` settings of a linear job on the prepared data: the labels are sqrt(dose)."""
+
+PLANTED_ERROR_FRACTION = 0.02
+"""Share of the training rows that :func:`plant_dose_errors` corrupts by default."""
+
+PLANTED_DOSE_FACTOR = 10.0
+"""Factor of a planted dose error: the dose recorded with its decimal point one place off."""
+
+WARFARIN_OUTLIER_SETTINGS: dict[str, int | float] = {"outlier_mad_scale": 3.5}
+"""Outlier flagging for the data with planted dose errors: 3.5 robust standard deviations."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlantedDoseErrors:
+    """A data set with dose errors planted into some rows, and the indices of those rows."""
+
+    dataset: Dataset
+    rows: npt.NDArray[np.intp]
+    """Indices of the corrupted rows, ascending."""
+
+
+def plant_dose_errors(
+    dataset: Dataset,
+    *,
+    fraction: float = PLANTED_ERROR_FRACTION,
+    factor: float = PLANTED_DOSE_FACTOR,
+    seed: int = 0,
+) -> PlantedDoseErrors:
+    """Multiply the dose of round(fraction x rows) random rows by ``factor``, as data-entry errors.
+
+    The labels are sqrt(dose), so each chosen label is multiplied by
+    sqrt(factor). The rows are drawn with ``seed``. Raises ConfigError for a
+    fraction outside [0, 1] or a factor that is not a finite number > 0.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ConfigError(f"fraction must be in [0, 1], got {fraction}")
+    if not (math.isfinite(factor) and factor > 0):
+        raise ConfigError(f"factor must be a finite number > 0, got {factor}")
+    count = math.floor(fraction * dataset.rows + 0.5)
+    rows = np.sort(np.random.default_rng(seed).choice(dataset.rows, size=count, replace=False))
+    y = dataset.y.copy()
+    y[rows] *= math.sqrt(factor)
+    corrupted = Dataset(
+        X=dataset.X, y=y, feature_names=dataset.feature_names, name=f"{dataset.name} with errors"
+    )
+    return PlantedDoseErrors(dataset=corrupted, rows=rows.astype(np.intp))

@@ -1,39 +1,34 @@
-"""A provider's own contribution: gradient, random scale, encryption.
+"""A provider's own contribution: gradient, randomisation, encryption.
 
-This is the only code that sees a provider's plaintext gradient g_i and its
-random scale a_i. Both stay in local variables of :func:`compute_contribution`
-and leave it only inside Paillier ciphertexts.
+This is the only code that sees a provider's plaintext gradient g_i and the
+random numbers its randomiser draws (see :mod:`gradchain.randomisers`). Both
+stay in local variables of :func:`compute_contribution` and leave it only
+inside Paillier ciphertexts.
 """
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass
 
 import numpy as np
 
-from ..crypto import PublicKey, encode_unencrypted_vector, encrypt_vector
+from ..crypto import PublicKey, encode_unencrypted_vector, encrypt_portions, encrypt_vector
 from ..crypto.encoding import Encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..models import Model
 from ..models.interface import provider_gradient
-
-#: Bits of randomness in a scale a_i; 53 is what a float64 mantissa holds.
-SCALE_BITS = 53
-
-
-def draw_scale() -> float:
-    """Draw a_i uniformly from (0, 1] with a cryptographic random source."""
-    numerator: int = secrets.randbits(SCALE_BITS) + 1
-    return numerator / float(2**SCALE_BITS)
+from ..randomisers import Randomiser, ScalarRandomiser
 
 
 @dataclass(frozen=True, kw_only=True)
 class EncryptedContribution:
-    """Ciphertexts of [a_i·g_i..., a_i] and the number of clipped values."""
+    """Ciphertexts of the randomised gradient and the number of clipped values."""
 
     ciphertexts: tuple[int, ...]
     clipped: int
+    #: The contribution split into random shares, one ciphertext vector per portion,
+    #: when the provider splits it; ``ciphertexts`` is then empty.
+    portions: tuple[tuple[int, ...], ...] = ()
 
 
 def compute_contribution(
@@ -48,23 +43,41 @@ def compute_contribution(
     state: object | None = None,
     obfuscators: ObfuscatorPool | None = None,
     encrypt: bool = True,
+    portions: int = 1,
+    randomiser: Randomiser | None = None,
 ) -> EncryptedContribution:
-    """Compute g_i(θ) over this provider's rows, scale it by a_i and encrypt it.
+    """Compute g_i(θ) over this provider's rows, randomise it and encrypt it.
 
     ``state`` is the provider's local model state (see
     :func:`gradchain.models.interface.create_local_state`), or None.
     ``obfuscators`` is a pool of precomputed r^n (or h_s^r) values for
     ``public_key``; without one they are computed here.
-    With ``randomise`` off, a_i = 1 so that a run can be compared exactly with
-    plaintext distributed gradient descent. With ``encrypt`` off (the
+    ``randomiser`` is the job's randomiser, the scalar one when None. With
+    ``randomise`` off it draws no random numbers (a_i = 1 for the scalar one),
+    so that a run can be compared exactly with plaintext distributed gradient
+    descent. ``clipped`` in the result counts the gradient elements that the
+    randomiser or the encoding clipped. With ``encrypt`` off (the
     benchmark-only ``crypto.encryption = false``) the values are encoded
-    without an obfuscator and anyone can read them.
+    without an obfuscator and anyone can read them. With ``portions`` above
+    1 the encoded vector is split into that many random shares mod n (see
+    :func:`gradchain.crypto.encrypt_portions`), one for each aggregator.
     """
     gradient = provider_gradient(model, theta, features, labels, state)
-    scale = draw_scale() if randomise else 1.0
-    values = np.append(scale * gradient, scale)
+    randomised = (randomiser or ScalarRandomiser()).randomise(gradient, draw_random=randomise)
+    values = randomised.values
+    if portions > 1:
+        split, clipped = encrypt_portions(
+            public_key, encoding, values, portions, obfuscators=obfuscators, encrypt=encrypt
+        )
+        return EncryptedContribution(
+            ciphertexts=(),
+            clipped=clipped + randomised.clipped,
+            portions=tuple(tuple(part) for part in split),
+        )
     if encrypt:
         ciphertexts, clipped = encrypt_vector(public_key, encoding, values, obfuscators=obfuscators)
     else:
         ciphertexts, clipped = encode_unencrypted_vector(public_key, encoding, values)
-    return EncryptedContribution(ciphertexts=tuple(ciphertexts), clipped=clipped)
+    return EncryptedContribution(
+        ciphertexts=tuple(ciphertexts), clipped=clipped + randomised.clipped
+    )

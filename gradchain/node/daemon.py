@@ -31,13 +31,14 @@ from ..crypto.settings import make_obfuscator_pool
 from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
-from ..models.interface import create_local_state
+from ..models.interface import count_flagged_rows, create_local_state, flags_rows
 from ..protocol import (
     Action,
     ComputeContribution,
     Contribution,
     Dropped,
     Finished,
+    JobDone,
     NodeConfig,
     NodeProtocol,
     RoundStart,
@@ -46,6 +47,7 @@ from ..protocol import (
     decode,
     encode,
 )
+from ..protocol.flags import FlagCount, encode_flag_count, flags_topic
 from ..protocol.routing import deadline_share
 from ..protocol.topics import inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_provider_data
@@ -74,6 +76,8 @@ class NodeReport:
     obfuscators_from_pool: int = 0
     obfuscators_on_the_spot: int = 0
     finish_reason: str | None = None
+    #: Rows flagged with the final theta when the model flags rows, else None.
+    rows_flagged: int | None = None
     encrypt_seconds: list[float] = field(default_factory=list)
 
 
@@ -109,7 +113,9 @@ def node_config(
         inputs={source: topology.providers_upstream_of(source) for source in inputs},
         is_provider=spec.data is not None,
         parameters=topology.job.features,
-        ciphertext_count=encoding.ciphertext_count(topology.job.features + 1),
+        ciphertext_count=encoding.ciphertext_count(
+            topology.randomiser.payload_length(topology.job.features)
+        ),
         key_bits=topology.crypto.key_bits,
         fallbacks=topology.path_to_learner(node_id)[2:],
         rerouted_inputs={
@@ -118,6 +124,8 @@ def node_config(
         feeders={other: topology.inputs_of(other) for other in upstream},
         deadline_share=deadline_share(topology.distance_to_learner(node_id), topology.hops()),
         pinned_key=pinned_key,
+        portion_paths=topology.portion_paths(node_id) if spec.portions > 1 else (),
+        settings_digest=topology.settings_digest,
     )
 
 
@@ -248,7 +256,40 @@ class NodeDaemon:
         ):
             self.timer.start(self.protocol.round, at=arrived_at)
             self._start_round_timers()
+        if isinstance(message, JobDone) and any(isinstance(action, Finished) for action in actions):
+            await self._report_flag_count(message)
         await self._execute(actions)
+
+    async def _report_flag_count(self, done: JobDone) -> None:
+        """Count this provider's rows that the model flags with the final theta, and send the count.
+
+        Only the count leaves the node: the flags, residuals and threshold
+        stay here and are not logged.
+        """
+        if self._features is None or self._labels is None or not flags_rows(self.model):
+            return
+        try:
+            flagged = count_flagged_rows(
+                self.model, np.asarray(done.theta, dtype=float), self._features, self._labels
+            )
+        except ValueError as error:
+            self.log.error(
+                "flagging rows with the final theta of run %s failed: %s", done.run, error
+            )
+            return
+        self.report.rows_flagged = flagged
+        message = FlagCount(
+            job=self.topology.job.id, run=done.run, node=self.node_id, flagged=flagged
+        )
+        published = await self.connection.publish(
+            flags_topic(self.topology.job.id, self.node_id), encode_flag_count(message)
+        )
+        if published:
+            self.log.info("flagged %d rows with the final theta and sent the count", flagged)
+        else:
+            self.log.warning(
+                "flagged %d rows with the final theta, but sending the count failed", flagged
+            )
 
     def _note_dropped(self, topic: str, error: ProtocolError, *, round: int | None) -> None:
         self.report.messages_dropped += 1
@@ -346,7 +387,8 @@ class NodeDaemon:
         self._pool = make_obfuscator_pool(
             self.topology.crypto,
             key,
-            ciphertexts_per_contribution=self.protocol.config.ciphertext_count,
+            ciphertexts_per_contribution=self.protocol.config.ciphertext_count
+            * max(1, len(self.protocol.config.portion_paths)),
             processes=0,
         ).start()
         return self._pool
@@ -374,9 +416,11 @@ class NodeDaemon:
                 public_key=key,
                 encoding=self.encoding,
                 randomise=self.topology.job.randomise,
+                randomiser=self.topology.randomiser,
                 state=self._model_state,
                 obfuscators=pool,
                 encrypt=encrypt,
+                portions=max(1, len(self.protocol.config.portion_paths)),
             ),
         )
         seconds = loop.time() - started
@@ -394,7 +438,10 @@ class NodeDaemon:
         ready_at = time.time()
         adding_started = time.perf_counter()
         try:
-            actions = self.protocol.own_contribution_ready(action.round, result.ciphertexts)
+            if result.portions:
+                actions = self.protocol.own_portions_ready(action.round, result.portions)
+            else:
+                actions = self.protocol.own_contribution_ready(action.round, result.ciphertexts)
         except ProtocolError as error:
             log_dropped(self.log, "own contribution", error)
             return

@@ -4,7 +4,9 @@ The launcher starts an embedded broker on a free loopback port, or a
 mosquitto process, unless the user names a broker. It starts one
 ``gradchain node`` process per node and one ``gradchain learner`` process and
 waits for the learner. Then it trains the same model in plaintext on the
-pooled provider data with the same settings so the user can compare the two.
+pooled provider data with the same settings, and solves the same objective
+exactly on that data where a standard solver exists
+(:mod:`gradchain.node.comparison`), so the user can compare the three.
 
 With a fault plan it passes the plan to every process, and restarts the
 processes that a crash fault ended when the plan gives ``restart_after`` (the
@@ -47,6 +49,7 @@ from .broker import (
     parse_broker_url,
 )
 from .common import NodeLogger
+from .comparison import pooled_reference
 from .eventlog import EventLog
 from .learner import load_or_create_keys, write_json_atomically
 from .report import write_report
@@ -167,6 +170,9 @@ async def run_job(
     metrics["baseline_accuracy"] = baseline.accuracy
     metrics["baseline_scores"] = baseline.scores
     metrics["baseline_theta"] = baseline.theta
+    metrics["pooled_reference"] = pooled_reference(
+        topology, theta=metrics.get("theta"), baseline_theta=baseline.theta
+    )
 
     reference_metrics = None
     if plan is not None and reference:

@@ -46,7 +46,7 @@ from ..errors import (
 )
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
-from ..models.interface import initial_theta
+from ..models.interface import flags_rows, initial_theta
 from ..models.training import ScheduleKind, StepSchedule
 from ..protocol import (
     Action,
@@ -65,6 +65,7 @@ from ..protocol import (
     decode,
     encode,
 )
+from ..protocol.flags import FlagCount, decode_flag_count, flags_wildcard
 from ..protocol.topics import inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_eval_data
 from .broker import BrokerAddress
@@ -78,6 +79,9 @@ from .transport import MqttTransport, Received, Transport
 
 #: Seconds the learner keeps trying to publish JobDone after the job ended.
 JOB_DONE_TIMEOUT = 60.0
+
+#: Seconds the learner waits after JobDone for the providers' counts of flagged rows.
+FLAG_COUNT_TIMEOUT = 30.0
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +100,9 @@ class RoundRecord:
     accuracy: float | None
     #: Every figure the model's evaluate() returns on the held-out data.
     scores: dict[str, float] = field(default_factory=dict)
-    #: Decrypted Σ a_i; with randomisation off it equals the number of contributors.
+    #: Decrypted Σ a_i of the scalar randomiser, the mean of the per-element scale totals
+    #: of the vector and normalised uniform ones, and None for the others. With
+    #: randomisation off it equals the number of contributors.
     scale_total: float | None = None
     #: Providers sampled for the round; None means every provider.
     participants: list[str] | None = None
@@ -116,6 +122,9 @@ class LearnerResult:
     key_bits: int = 0
     key_fingerprint: str = ""
     seconds: float = 0.0
+    #: Rows each provider flagged with the final theta, by provider id; None when the
+    #: model flags no rows. A provider whose count did not arrive is missing.
+    flagged_rows: dict[str, int] | None = None
 
     def metrics(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else None
@@ -136,6 +145,10 @@ class LearnerResult:
             "history": [asdict(record) for record in self.history],
             "failed_rounds": self.failed_rounds,
             "theta": self.theta,
+            "flagged_rows": self.flagged_rows,
+            "flagged_rows_total": None
+            if self.flagged_rows is None
+            else sum(self.flagged_rows.values()),
         }
 
 
@@ -180,8 +193,11 @@ def learner_config(topology: Topology) -> LearnerConfig:
         },
         min_contributors=job.min_contributors,
         parameters=job.features,
-        ciphertext_count=encoding.ciphertext_count(job.features + 1),
+        ciphertext_count=encoding.ciphertext_count(
+            topology.randomiser.payload_length(job.features)
+        ),
         randomise=job.randomise,
+        randomiser=topology.randomiser,
         schedule=StepSchedule(
             kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate
         ),
@@ -197,6 +213,8 @@ def learner_config(topology: Topology) -> LearnerConfig:
         providers=topology.providers,
         sample_fraction=job.sample_fraction,
         seed=job.seed,
+        portion_routes=topology.portion_routes(),
+        settings_digest=topology.settings_digest,
     )
 
 
@@ -263,12 +281,19 @@ class LearnerDaemon:
         if resume:
             self._restore(self._load_checkpoint())
         job = topology.job.id
+        subscriptions = [status_wildcard(job), inbox_topic(job, topology.learner.id)]
+        #: Providers whose count of flagged rows the learner waits for, set once JobDone is out.
+        self._flag_counts_due: set[str] | None = None
+        self._flag_counts_complete = asyncio.Event()
+        if flags_rows(self.model):
+            self.result.flagged_rows = {}
+            subscriptions.append(flags_wildcard(job))
         self.connection = Connection(
             broker,
             job=job,
             node_id=topology.learner.id,
             instance=secrets.token_hex(8),
-            subscriptions=(status_wildcard(job), inbox_topic(job, topology.learner.id)),
+            subscriptions=tuple(subscriptions),
             log=self.log,
             events=self.events,
             wrap=None if self.injector is None else self._wrap_transport,
@@ -362,6 +387,8 @@ class LearnerDaemon:
             await self._wait_or_fail(
                 self._round_published, connection, JOB_DONE_TIMEOUT, self._job_done_error
             )
+            if self.result.flagged_rows is not None:
+                await self._wait_for_flag_counts(connection)
         finally:
             self._stopped.set()
             if self._timer is not None:
@@ -376,6 +403,53 @@ class LearnerDaemon:
             self.write_results(self.results)
             self._save_checkpoint(finished=True)
         return self.result
+
+    async def _wait_for_flag_counts(self, connection: asyncio.Task[None]) -> None:
+        """Wait until each provider that was online at JobDone has sent its count of flagged rows.
+
+        Logs a warning naming the providers whose count is missing after
+        FLAG_COUNT_TIMEOUT seconds, or when the connection ends first.
+        """
+        assert self.result.flagged_rows is not None
+        due = (set(self.topology.providers) & set(self.online)) - set(self.result.flagged_rows)
+        if not due:
+            return
+        self._flag_counts_due = due
+        waiter = asyncio.create_task(self._flag_counts_complete.wait())
+        done, _ = await asyncio.wait(
+            {waiter, connection}, timeout=FLAG_COUNT_TIMEOUT, return_when=asyncio.FIRST_COMPLETED
+        )
+        if waiter in done:
+            return
+        waiter.cancel()
+        self.log.warning(
+            "no count of flagged rows from %s within %g s of JobDone; metrics.json lists the "
+            "providers that sent one",
+            sorted(due),
+            FLAG_COUNT_TIMEOUT,
+        )
+
+    def _note_flag_count(self, topic: str, payload: bytes) -> None:
+        """Record a provider's count of flagged rows, dropping it unless it is for this run."""
+        try:
+            count: FlagCount = decode_flag_count(payload)
+        except ProtocolError as error:
+            self._note_dropped(topic, error)
+            return
+        if count.job != self.topology.job.id or count.run != self.run_id:
+            self.log.info("dropped a count of flagged rows of another job or run from %s", topic)
+            return
+        if count.node not in self.topology.providers or self.result.flagged_rows is None:
+            self.log.warning(
+                "dropped a count of flagged rows from %s, which is not a provider", topic
+            )
+            return
+        self.result.flagged_rows[count.node] = count.flagged
+        self.log.info("provider %s flagged %d rows with the final theta", count.node, count.flagged)
+        if self._flag_counts_due is not None:
+            self._flag_counts_due.discard(count.node)
+            if not self._flag_counts_due:
+                self._flag_counts_complete.set()
 
     def _job_done_error(self) -> Exception:
         return TransportError(
@@ -414,6 +488,11 @@ class LearnerDaemon:
 
     async def _handle(self, received: Received) -> None:
         if not received.payload:
+            return
+        if self.result.flagged_rows is not None and received.topic.startswith(
+            flags_wildcard(self.topology.job.id).removesuffix("+")
+        ):
+            self._note_flag_count(received.topic, received.payload)
             return
         arrived_at = time.time()
         handling_started = time.perf_counter()
@@ -566,7 +645,7 @@ class LearnerDaemon:
 
     def _open_total(self, action: DecryptTotal) -> np.ndarray:
         """Decrypt the round's total, or read it directly when ``crypto.encryption`` is false."""
-        length = self.topology.job.features + 1
+        length = self.topology.randomiser.payload_length(self.topology.job.features)
         contributors = len(action.contributors)
         if not self.topology.crypto.encryption:
             return open_unencrypted_vector(

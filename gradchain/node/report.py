@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..faults import Fault, FaultPlan
+from .comparison import describe_comparison, describe_flagged
 from .eventlog import read_events
 from .learner import write_json_atomically
 
@@ -182,7 +183,48 @@ def render_markdown(report: Mapping[str, Any]) -> str:
             "",
             f"Largest difference of a parameter from the reference run: {model['theta_max_difference']:.3g}.",
         ]
+    lines += _scores_section(model)
     return "\n".join(lines) + "\n"
+
+
+def _scores_section(model: Mapping[str, Any]) -> list[str]:
+    """Render every held-out score of the run, the baseline and the exact pooled solution."""
+    pooled = model.get("pooled_reference") or {}
+    rows = [
+        ("this run", model.get("scores") or {}),
+        ("plaintext baseline", model.get("baseline_scores") or {}),
+    ]
+    if pooled:
+        rows.append(("exact pooled solution", pooled.get("scores") or {}))
+    names = sorted(
+        {name for _, scores in rows for name in scores},
+        key=lambda name: (name != "loss", name != "accuracy", name),
+    )
+    lines: list[str] = []
+    if names:
+        lines += [
+            "",
+            "## Held-out scores",
+            "",
+            "| model | " + " | ".join(names) + " |",
+            "| --- |" + " --- |" * len(names),
+        ]
+        for label, scores in rows:
+            cells = " | ".join(_number(scores.get(name)) for name in names)
+            lines.append(f"| {label} | {cells} |")
+    if pooled:
+        lines += ["", f"Exact pooled solution: {pooled['method']}."]
+        if not pooled.get("converged", True):
+            lines.append("The solver stopped at its iteration limit before converging.")
+        compared = (("This run", "comparison"), ("Plaintext baseline", "baseline_comparison"))
+        for label, key in compared:
+            text = describe_comparison(pooled.get(key))
+            if text is not None:
+                lines.append(f"{label} against it: {text}.")
+    flagged = describe_flagged(model.get("flagged_rows"))
+    if flagged is not None:
+        lines += ["", "## Flagged rows", "", f"{flagged[0].upper()}{flagged[1:]}."]
+    return lines
 
 
 def _model_comparison(
@@ -195,6 +237,10 @@ def _model_comparison(
         "baseline_rounds": metrics.get("baseline_rounds"),
         "baseline_accuracy": metrics.get("baseline_accuracy"),
         "baseline_loss": metrics.get("baseline_loss"),
+        "scores": metrics.get("scores"),
+        "baseline_scores": metrics.get("baseline_scores"),
+        "pooled_reference": metrics.get("pooled_reference"),
+        "flagged_rows": metrics.get("flagged_rows"),
         "reference_rounds": None,
         "reference_accuracy": None,
         "reference_loss": None,

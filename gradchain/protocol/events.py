@@ -78,7 +78,7 @@ class RoundCompleted:
     contributors: tuple[str, ...]
     step: float
     learning_rate: float
-    #: Decrypted Σ a_i; with randomisation off it equals the number of contributors.
+    #: The :attr:`gradchain.randomisers.Recovered.scale_total` of the round's totals.
     scale_total: float | None = None
     #: Providers sampled for the round; None means every provider.
     participants: tuple[str, ...] | None = None

@@ -4,15 +4,17 @@ Each round the learner samples the round's participants and publishes θ_k.
 It waits for one contribution from each input through which a participant
 can still arrive, and the inputs of an offline node send around it, straight
 to the learner. It acknowledges each contribution (see
-:meth:`LearnerProtocol.acks_to_send`) and adds them into one total of
-E(Σ a_i·g_i) and E(Σ a_i).
+:meth:`LearnerProtocol.acks_to_send`) and adds them into one encrypted total.
 It decrypts the total only if it contains at least ``min_contributors``
 providers, each counted once, and then updates
 
-    θ_{k+1} = θ_k − η_k · ((Σ a_i·g_i) / (Σ a_i) + 2λ·θ_k)
+    θ_{k+1} = θ_k - η_k · (d_k + 2λ·θ_k)
 
-where g_i is provider i's partial gradient, a_i ∈ (0, 1] its random scale,
-η_k the step size of iteration k and λ the L2 regularisation strength. A round
+where d_k is the direction that the job's randomiser recovers from the
+decrypted total (see :mod:`gradchain.randomisers`): (Σ a_i·g_i) / (Σ a_i)
+for the default scalar randomiser, with g_i provider i's partial gradient and
+a_i ∈ (0, 1] its random scale. η_k is the step size of iteration k and λ the
+L2 regularisation strength. A round
 that cannot be completed (too few contributors, a timeout, a total that fails
 its checks) is repeated under a new round number, so late messages of the
 failed attempt can never mix into the new one.
@@ -20,7 +22,7 @@ failed attempt can never mix into the new one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -29,6 +31,7 @@ import numpy as np
 from ..crypto import PublicKey
 from ..errors import ConfigError, DuplicateMessageError, ProtocolError, StaleMessageError
 from ..models.training import StepSchedule, update
+from ..randomisers import Randomiser, ScalarRandomiser, TotalsCheckError
 from .checks import check_contribution
 from .events import (
     Action,
@@ -82,6 +85,9 @@ class LearnerConfig:
     parameters: int
     ciphertext_count: int
     randomise: bool
+    #: The job's randomiser, which turns the decrypted totals into a direction.
+    #: ``ciphertext_count`` must be the ciphertext count of its payload.
+    randomiser: Randomiser = field(default_factory=ScalarRandomiser)
     schedule: StepSchedule
     l2: float
     max_rounds: int
@@ -100,6 +106,12 @@ class LearnerConfig:
     sample_fraction: float = 1.0
     #: Seed of the per-round sample.
     seed: int = 0
+    #: Each provider that splits its contribution into portions, mapped to the
+    #: nodes (learner excluded) that each of its portions passes. Such a provider
+    #: counts as a contributor only once every one of its portions is in the total.
+    portion_routes: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
+    #: Digest of the learner's topology settings, sent in every RoundStart.
+    settings_digest: str | None = None
 
 
 class LearnerProtocol:
@@ -176,14 +188,25 @@ class LearnerProtocol:
     @property
     def awaited(self) -> frozenset[str]:
         """Inputs from which a contribution can still arrive this round."""
+        carries = self._carries()
+        participants = None
+        if self.participants is not None:
+            participants = {
+                (provider, portion)
+                for provider in self.participants
+                for portion in range(len(self.config.portion_routes.get(provider, (0,))))
+            }
         return awaited_senders(
             self.config.inputs,
             feeders=self.config.feeders,
-            carries=self._carries(),
+            carries={
+                sender: self._portion_keys(sender, providers, strict=False)
+                for sender, providers in carries.items()
+            },
             received=self._received.keys(),
-            counted=self._counted(),
+            counted=self._counted_portions(),
             offline=self.offline,
-            participants=self.participants,
+            participants=participants,
         )
 
     def round_timed_out(self, round: int) -> list[Action]:
@@ -199,7 +222,9 @@ class LearnerProtocol:
     def total_decrypted(self, round: int, totals: np.ndarray) -> list[Action]:
         """Update θ from the decrypted total of ``round``.
 
-        ``totals`` contains Σ a_i·g_i followed by Σ a_i.
+        ``totals`` is the slot-wise sum of the contributors' payloads, laid out as
+        the job's randomiser defines. Totals that fail the randomiser's check
+        repeat the round. Raises ValueError for totals of the wrong length.
         """
         if round != self.round or self.state is not LearnerState.DECRYPTING:
             raise StaleMessageError(
@@ -207,25 +232,16 @@ class LearnerProtocol:
             )
         contributors = tuple(sorted(self._counted()))
         count = len(contributors)
-        expected_shape = (self.config.parameters + 1,)
+        randomiser = self.config.randomiser
+        expected_shape = (randomiser.payload_length(self.config.parameters),)
         if totals.shape != expected_shape:
             raise ValueError(f"decrypted total has shape {totals.shape}, expected {expected_shape}")
-        gradient_total, scale_total = totals[:-1], float(totals[-1])
+        try:
+            recovered = randomiser.recover(totals, count, draw_random=self.config.randomise)
+        except TotalsCheckError as error:
+            return self._fail(str(error))
 
-        # Each a_i lies in (0, 1] and is exactly 1 with randomisation off, so
-        # the scale total is a cheap check that no provider was added twice.
-        tolerance = 1e-6 * max(count, 1)
-        if self.config.randomise:
-            valid = 0.0 < scale_total <= count + tolerance
-        else:
-            valid = abs(scale_total - count) <= tolerance
-        if not valid or not np.all(np.isfinite(gradient_total)):
-            return self._fail(
-                f"the decrypted scale total {scale_total:.6g} does not fit {count} contributors; "
-                "a contribution was counted twice or corrupted"
-            )
-
-        direction = gradient_total / scale_total
+        direction = recovered.direction
         k = self.iteration + 1
         learning_rate = self.config.schedule.step_size(k)
         try:
@@ -246,7 +262,7 @@ class LearnerProtocol:
                 contributors=contributors,
                 step=step,
                 learning_rate=learning_rate,
-                scale_total=scale_total,
+                scale_total=recovered.scale_total,
                 participants=None
                 if self.participants is None
                 else tuple(sorted(self.participants)),
@@ -289,13 +305,18 @@ class LearnerProtocol:
             raise DuplicateMessageError(
                 "contribution already counted", sender=message.sender, round=message.round
             )
+        unknown = set(message.contributors) - carries[message.sender]
+        keys = self._portion_keys(message.sender, set(message.contributors) - unknown)
+        counted_portions = self._counted_portions()
         try:
             check_contribution(
                 message,
                 receiver="the learner",
                 reachable=carries[message.sender],
                 participants=self.participants,
-                counted=self._counted(),
+                # A provider that splits its contribution arrives once per portion,
+                # so only the portion this sender carries may not be counted yet.
+                counted={provider for provider, portion in keys if (provider, portion) in counted_portions},
                 sum_name="total",
                 public_key=self.public_key,
                 ciphertext_count=self.config.ciphertext_count,
@@ -340,6 +361,15 @@ class LearnerProtocol:
 
     def _decrypt(self) -> list[Action]:
         contributors = tuple(sorted(self._counted()))
+        partial = self._partly_counted()
+        if partial:
+            # A missing portion is a random share mod n, so the total would decode
+            # to noise, and it cannot be taken out of the sums that carry the others.
+            return self._fail(
+                f"providers {sorted(partial)} split their contributions into portions and "
+                f"portions {[partial[p] for p in sorted(partial)]} of them are missing, "
+                "so the total cannot be decrypted"
+            )
         if len(contributors) < self.config.min_contributors:
             # Decrypting a total of too few providers could expose one provider's gradient.
             return self._fail(
@@ -387,6 +417,17 @@ class LearnerProtocol:
         self.round = round
         self._received = {}
         providers = self.config.providers or sorted(set().union(*self.config.inputs.values()))
+        # A provider with a portion whose aggregators are all offline sends nothing,
+        # so no node waits for it, unless leaving it out would leave too few providers.
+        blocked = {
+            provider
+            for provider, routes in self.config.portion_routes.items()
+            if any(route <= self.offline for route in routes)
+        }
+        reachable = [provider for provider in providers if provider not in blocked]
+        leave_out = bool(blocked) and len(reachable) >= self.config.min_contributors
+        if leave_out:
+            providers = reachable
         participants = sample_participants(
             providers,
             fraction=self.config.sample_fraction,
@@ -394,6 +435,8 @@ class LearnerProtocol:
             seed=self.config.seed,
             round=round,
         )
+        if participants is None and leave_out:
+            participants = tuple(sorted(providers))
         self.participants = None if participants is None else frozenset(participants)
         start = RoundStart(
             job=self.config.job,
@@ -404,6 +447,7 @@ class LearnerProtocol:
             public_key_hs=self.public_key.hs,
             timeout=float(self.config.round_timeout),
             participants=participants,
+            settings=self.config.settings_digest,
         )
         return PublishRound(message=start)
 
@@ -412,3 +456,45 @@ class LearnerProtocol:
         for contribution in self._received.values():
             counted.update(contribution.contributors)
         return counted
+
+    def _counted_portions(self) -> set[tuple[str, int]]:
+        counted: set[tuple[str, int]] = set()
+        for sender, contribution in self._received.items():
+            counted.update(self._portion_keys(sender, contribution.contributors))
+        return counted
+
+    def _partly_counted(self) -> dict[str, list[int]]:
+        """Return the providers of which some portions, but not all, are counted, with the missing ones."""
+        counted = self._counted_portions()
+        partial: dict[str, list[int]] = {}
+        for provider, routes in self.config.portion_routes.items():
+            missing = [m for m in range(len(routes)) if (provider, m) not in counted]
+            if missing and len(missing) < len(routes):
+                partial[provider] = missing
+        return partial
+
+    def _portion_keys(
+        self, sender: str, providers: Iterable[str], *, strict: bool = True
+    ) -> frozenset[tuple[str, int]]:
+        """Return (provider, portion) for each provider whose contribution ``sender`` carries.
+
+        A provider that does not split its contribution has portion 0. A
+        split provider's portion is the one whose path passes ``sender``.
+        With ``strict``, a split provider whose portions do not pass
+        ``sender`` raises ProtocolError, and otherwise it is left out.
+        """
+        keys: set[tuple[str, int]] = set()
+        for provider in providers:
+            routes = self.config.portion_routes.get(provider)
+            if routes is None:
+                keys.add((provider, 0))
+                continue
+            portion = next((m for m, route in enumerate(routes) if sender in route), None)
+            if portion is not None:
+                keys.add((provider, portion))
+            elif strict:
+                raise ProtocolError(
+                    f"{sender!r} carries provider {provider!r}, which splits its contribution "
+                    "and sends no portion through it"
+                )
+        return frozenset(keys)

@@ -6,8 +6,8 @@ current round is the state machines' business (see :mod:`.node` and
 :mod:`.learner`).
 
 Only public values travel: the model parameters θ, the learner's public key,
-ids, round numbers and Paillier ciphertexts. A provider's gradient and its
-random scale only ever leave it inside a ciphertext.
+ids, round numbers and Paillier ciphertexts. A provider's gradient and the
+random numbers of its randomiser only ever leave it inside a ciphertext.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from ..errors import ProtocolError
 
 ID_PATTERN = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 RUN_PATTERN = re.compile(r"[0-9a-f]{8,64}")
+SETTINGS_PATTERN = re.compile(r"[0-9a-f]{16}")
 
 #: Maximum number of parameters a message may carry.
 MAX_PARAMETERS = 10_000_000
@@ -80,7 +81,10 @@ class RoundStart:
     ``participants`` lists the providers sampled to contribute this round;
     None means every provider of the topology. ``public_key_hs`` is the DJN
     obfuscator base h_s = h^n mod n² of a DJN key, or None for a plain
-    Paillier key.
+    Paillier key. ``settings`` is the digest of the learner's topology
+    settings (see :attr:`gradchain.topology.Topology.settings_digest`), which
+    a node compares with its own so that a node started with another
+    topology file rejects the round with a clear error; None skips the check.
     """
 
     job: str
@@ -91,12 +95,19 @@ class RoundStart:
     timeout: float
     participants: tuple[str, ...] | None = None
     public_key_hs: int | None = None
+    settings: str | None = None
 
     def __post_init__(self) -> None:
         _check_id(self.job, "job id")
         _check_run(self.run)
         _check_round(self.round)
         _check_theta(self.theta)
+        if self.settings is not None and (
+            not isinstance(self.settings, str) or SETTINGS_PATTERN.fullmatch(self.settings) is None
+        ):
+            raise ProtocolError(
+                f"invalid settings digest {_shorten(self.settings)}: expected 16 lowercase hex digits"
+            )
         if not isinstance(self.public_key, int) or self.public_key < 15 or self.public_key % 2 == 0:
             raise ProtocolError("invalid public_key: expected an odd Paillier modulus n")
         if not isinstance(self.timeout, float) or not (0 < self.timeout < math.inf):
@@ -121,8 +132,9 @@ class Contribution:
     """An encrypted partial sum that ``sender`` forwards to its next hop.
 
     ``contributors`` lists the providers whose randomised gradients the sum
-    contains, each exactly once. ``ciphertexts`` is the encrypted vector
-    E(Σ a_i·g_i) followed by E(Σ a_i), in the encoding the job configures.
+    contains, each exactly once. ``ciphertexts`` is the encrypted sum of their
+    payloads as the job's randomiser lays them out (E(Σ a_i·g_i) followed by
+    E(Σ a_i) for the default scalar one), in the encoding the job configures.
     """
 
     job: str

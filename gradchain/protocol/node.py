@@ -110,6 +110,19 @@ class NodeConfig:
     feeders: Mapping[str, frozenset[str]] = field(default_factory=dict)
     #: Fraction of ``RoundStart.timeout`` after which the node forwards what it has.
     deadline_share: float = 1.0
+    #: For a provider that splits its contribution into portions, the path of each
+    #: portion: the nodes after this one, ending with the learner. Empty for a node
+    #: that sends one contribution along ``successor`` and ``fallbacks``.
+    portion_paths: tuple[tuple[str, ...], ...] = ()
+    #: Digest of this node's topology settings; a RoundStart with another digest is rejected.
+    settings_digest: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.portion_paths and (len(self.portion_paths) < 2 or self.inputs):
+            raise ValueError(
+                "portion_paths needs at least two paths and a node without inputs, got "
+                f"{len(self.portion_paths)} paths and inputs {sorted(self.inputs)}"
+            )
 
 
 class NodeProtocol:
@@ -126,6 +139,8 @@ class NodeProtocol:
         self.public_key: PublicKey | None = None
         self._received: dict[str, Contribution] = {}
         self._own: tuple[int, ...] | None = None
+        #: This round's own contribution split into portions, when the node splits it.
+        self._own_portions: tuple[tuple[int, ...], ...] | None = None
         self._early: dict[tuple[str, int, str], Contribution] = {}
         #: Providers asked to contribute this round; None means every provider.
         self.participants: frozenset[str] | None = None
@@ -134,9 +149,10 @@ class NodeProtocol:
         #: ``RoundStart.timeout`` of the current round, in seconds.
         self.timeout: float | None = None
         self._past_deadline = False
-        #: The contribution this node forwarded this round, until the round ends.
-        self._outgoing: SendContribution | None = None
-        self._acked_by: str | None = None
+        #: What this node forwarded this round, by portion (0 when it does not split).
+        self._outgoing: dict[int, SendContribution] = {}
+        #: The node that acknowledged each forwarded portion.
+        self._acked_by: dict[int, str] = {}
         self._acks: list[SendAck] = []
 
     def _transition(self, event: NodeEvent) -> None:
@@ -200,8 +216,8 @@ class NodeProtocol:
 
     @property
     def acknowledged(self) -> bool:
-        """Whether a node downstream acknowledged this round's forwarded contribution."""
-        return self._acked_by is not None
+        """Whether nodes downstream acknowledged everything this node forwarded this round."""
+        return bool(self._outgoing) and self._acked_by.keys() == self._outgoing.keys()
 
     def deadline_reached(self, round: int) -> list[Action]:
         """Forward what the node has for ``round`` because its deadline passed.
@@ -223,12 +239,51 @@ class NodeProtocol:
         """
         if round != self.round or self.state is not NodeState.FORWARDED:
             return []
-        if self._outgoing is None or self._acked_by is not None:
-            return []
-        return [self._route(self._outgoing.message, reason="retry")]
+        return [
+            self._route(sent.message, reason="retry", portion=portion)
+            for portion, sent in self._outgoing.items()
+            if portion not in self._acked_by
+        ]
 
     def own_contribution_ready(self, round: int, ciphertexts: Sequence[int]) -> list[Action]:
         """Accept this node's own encrypted contribution for ``round``."""
+        if self.config.portion_paths:
+            raise ProtocolError(
+                f"node {self.config.node_id} splits its contribution into "
+                f"{len(self.config.portion_paths)} portions; pass them to own_portions_ready"
+            )
+        self._check_own_allowed(round)
+        self._check_ciphertexts(tuple(ciphertexts), sender=self.config.node_id, round=round)
+        self._transition(NodeEvent.OWN_CONTRIBUTION)
+        self._own = tuple(ciphertexts)
+        return self._forward_if_complete()
+
+    def own_portions_ready(self, round: int, portions: Sequence[Sequence[int]]) -> list[Action]:
+        """Accept this node's own contribution for ``round``, split into one vector per portion.
+
+        The portions must add up to the contribution under the learner's key;
+        each goes to the first online aggregator on its own path. When one
+        portion has no online aggregator left on its path, the node sends no
+        portion this round, because the learner would otherwise receive a
+        total that holds only part of this node's contribution.
+        """
+        expected = len(self.config.portion_paths)
+        if expected == 0:
+            raise ProtocolError(
+                f"node {self.config.node_id} sends one contribution; pass it to own_contribution_ready"
+            )
+        if len(portions) != expected:
+            raise ProtocolError(
+                f"expected {expected} portions, got {len(portions)}", round=round
+            )
+        self._check_own_allowed(round)
+        for portion in portions:
+            self._check_ciphertexts(tuple(portion), sender=self.config.node_id, round=round)
+        self._transition(NodeEvent.OWN_CONTRIBUTION)
+        self._own_portions = tuple(tuple(portion) for portion in portions)
+        return self._forward_if_complete()
+
+    def _check_own_allowed(self, round: int) -> None:
         if round != self.round:
             raise StaleMessageError(
                 f"own contribution for round {round} arrived after the node moved to round {self.round}"
@@ -246,12 +301,8 @@ class NodeProtocol:
             raise ProtocolError(
                 f"node {self.config.node_id} is not a participant of round {round}", round=round
             )
-        if self._own is not None:
+        if self._own is not None or self._own_portions is not None:
             raise DuplicateMessageError("own contribution computed twice", round=round)
-        self._check_ciphertexts(tuple(ciphertexts), sender=self.config.node_id, round=round)
-        self._transition(NodeEvent.OWN_CONTRIBUTION)
-        self._own = tuple(ciphertexts)
-        return self._forward_if_complete()
 
     def _round_start(self, message: RoundStart) -> list[Action]:
         if message.run == self.run:
@@ -261,6 +312,14 @@ class NodeProtocol:
                 raise DuplicateMessageError("round already started", round=message.round)
         if self.state is NodeState.FINISHED:
             raise StaleMessageError("the job has finished here", round=message.round)
+        ours = self.config.settings_digest
+        if ours is not None and message.settings is not None and message.settings != ours:
+            raise ProtocolError(
+                f"the learner's topology settings (digest {message.settings}) differ from this "
+                f"node's (digest {ours}); run every node with the learner's topology file, "
+                "because the [job], [crypto] and [model] tables and every node's next hops must match",
+                round=message.round,
+            )
         if len(message.theta) != self.config.parameters:
             raise ProtocolError(
                 f"theta has {len(message.theta)} parameters, the topology says {self.config.parameters}",
@@ -295,13 +354,14 @@ class NodeProtocol:
         self.public_key = key
         self._received = {}
         self._own = None
+        self._own_portions = None
         self.participants = (
             None if message.participants is None else frozenset(message.participants)
         )
         self.timeout = message.timeout
         self._past_deadline = False
-        self._outgoing = None
-        self._acked_by = None
+        self._outgoing = {}
+        self._acked_by = {}
 
         actions: list[Action] = []
         if self.config.is_provider and self._participates():
@@ -398,25 +458,43 @@ class NodeProtocol:
             raise StaleMessageError(
                 "Ack for another round", sender=message.sender, round=message.round
             )
-        if self.state is not NodeState.FORWARDED or self._outgoing is None:
+        if self.state is not NodeState.FORWARDED or not self._outgoing:
             raise StaleMessageError(
                 f"Ack while the node has nothing outstanding (state {self.state.value})",
                 sender=message.sender,
                 round=message.round,
             )
-        if message.sender not in (self.config.successor, *self.config.fallbacks):
+        portion = self._portion_through(message.sender)
+        if portion is None or portion not in self._outgoing:
             raise ProtocolError(
                 f"Ack from {message.sender!r}, which is not on this node's path to the learner",
                 sender=message.sender,
                 round=message.round,
             )
-        if self._acked_by is not None:
+        if portion in self._acked_by:
             raise DuplicateMessageError(
                 "Ack already received", sender=message.sender, round=message.round
             )
         self._transition(NodeEvent.ACK)
-        self._acked_by = message.sender
+        self._acked_by[portion] = message.sender
         return []
+
+    def _paths(self) -> tuple[tuple[str, ...], ...]:
+        """Return the path of each portion; a node that does not split has one."""
+        if self.config.portion_paths:
+            return self.config.portion_paths
+        return ((self.config.successor, *self.config.fallbacks),)
+
+    def _portion_through(self, node: str) -> int | None:
+        """Return the portion whose path contains ``node``, or None.
+
+        The learner ends every path; it is the result only for a node that
+        does not split its contribution, whose single portion is 0.
+        """
+        for portion, path in enumerate(self._paths()):
+            if node in path:
+                return portion
+        return None
 
     def _status(self, message: Status) -> list[Action]:
         """Track which nodes are offline, and reroute or forward when that changes the round."""
@@ -428,14 +506,12 @@ class NodeProtocol:
             self.offline.discard(message.node)
         if self.state is NodeState.COLLECTING:
             return self._forward_if_complete()
-        if (
-            self.state is NodeState.FORWARDED
-            and self._outgoing is not None
-            and self._acked_by is None
-            and message.node == self._outgoing.to
-            and message.state is Liveness.OFFLINE
-        ):
-            return [self._route(self._outgoing.message, reason="reroute")]
+        if self.state is NodeState.FORWARDED and message.state is Liveness.OFFLINE:
+            return [
+                self._route(sent.message, reason="reroute", portion=portion)
+                for portion, sent in list(self._outgoing.items())
+                if portion not in self._acked_by and sent.to == message.node
+            ]
         return []
 
     def _keep_early(self, message: Contribution) -> list[Action]:
@@ -500,10 +576,11 @@ class NodeProtocol:
         """Forward the sum when nothing more can arrive, or when anything is there after the deadline."""
         if self.state is not NodeState.COLLECTING:
             return []
-        has_something = self._own is not None or bool(self._received)
+        own_ready = self._own is not None or self._own_portions is not None
+        has_something = own_ready or bool(self._received)
         if self._past_deadline:
             return self._forward(reason="deadline") if has_something else []
-        if self.config.is_provider and self._participates() and self._own is None:
+        if self.config.is_provider and self._participates() and not own_ready:
             return []
         if self.awaited or not has_something:
             return []
@@ -511,6 +588,8 @@ class NodeProtocol:
 
     def _forward(self, *, reason: str) -> list[Action]:
         assert self.public_key is not None and self.run is not None
+        if self._own_portions is not None:
+            return self._forward_portions(reason=reason)
         total: tuple[int, ...] | None = self._own
         contributors = set(self._counted())
         if self._own is not None:
@@ -535,9 +614,48 @@ class NodeProtocol:
         )
         return [self._route(message, reason=reason)]
 
-    def _route(self, message: Contribution, *, reason: str) -> SendContribution:
-        """Address ``message`` to the first online node on the path and remember it for resending."""
-        target, skipped = next_online((self.config.successor, *self.config.fallbacks), self.offline)
+    def _forward_portions(self, *, reason: str) -> list[Action]:
+        """Send each portion of this node's own contribution along its own path."""
+        assert self._own_portions is not None and self.run is not None
+        self._transition(NodeEvent.FORWARD)
+        for portion, path in enumerate(self.config.portion_paths):
+            # The learner ends the path but must never receive a portion straight
+            # from this node, so only the aggregators before it count.
+            if all(node in self.offline for node in path[:-1]):
+                return [
+                    Dropped(
+                        error=ProtocolError(
+                            f"every aggregator on the path of portion {portion} "
+                            f"({', '.join(path[:-1])}) is offline, so node "
+                            f"{self.config.node_id} sends no portion this round",
+                            round=self.round,
+                        )
+                    )
+                ]
+        actions: list[Action] = []
+        for portion, ciphertexts in enumerate(self._own_portions):
+            message = Contribution(
+                job=self.config.job,
+                run=self.run,
+                round=self.round,
+                sender=self.config.node_id,
+                contributors=(self.config.node_id,),
+                ciphertexts=ciphertexts,
+            )
+            actions.append(self._route(message, reason=reason, portion=portion))
+        return actions
+
+    def _route(self, message: Contribution, *, reason: str, portion: int = 0) -> SendContribution:
+        """Address ``message`` to the first online node on its path and remember it for resending.
+
+        A portion of a split contribution never goes straight to the learner:
+        when every aggregator on its path is offline it stays addressed to the
+        last of them.
+        """
+        path = self._paths()[portion]
+        if self.config.portion_paths:
+            path = path[:-1]
+        target, skipped = next_online(path, self.offline)
         action = SendContribution(to=target, message=message, reason=reason, skipped=skipped)
-        self._outgoing = action
+        self._outgoing[portion] = action
         return action

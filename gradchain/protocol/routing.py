@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Hashable, Iterable, Mapping, Sequence
 
 
 def deadline_share(distance: int, max_hops: int) -> float:
@@ -46,17 +46,20 @@ def awaited_senders(
     inputs: Iterable[str],
     *,
     feeders: Mapping[str, Collection[str]],
-    carries: Mapping[str, Collection[str]],
+    carries: Mapping[str, Collection[Hashable]],
     received: Collection[str],
-    counted: Collection[str],
+    counted: Collection[Hashable],
     offline: Collection[str],
-    participants: Collection[str] | None,
+    participants: Collection[Hashable] | None,
 ) -> frozenset[str]:
     """Return the upstream nodes from which a contribution can still arrive this round.
 
     ``inputs`` are the receiver's direct inputs, ``feeders`` the direct inputs
     of every upstream node, and ``carries`` the providers whose contributions
-    pass through each upstream node. A node is not awaited when it has sent
+    pass through each upstream node. The learner names a provider's
+    contribution by (provider, portion) instead, because a provider that
+    splits its contribution reaches it once per portion; ``counted`` and
+    ``participants`` then use the same names. A node is not awaited when it has sent
     (``received``), when no participant that is not yet ``counted`` passes
     through it, or when it is offline. The inputs of an offline node send
     around it straight to the receiver, so they are awaited in its place.

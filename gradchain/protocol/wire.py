@@ -53,6 +53,8 @@ def encode(message: Message, *, ciphertext_bytes: int | None = None) -> bytes:
             body["participants"] = list(message.participants)
         if message.public_key_hs is not None:
             body["public_key_hs"] = _int_to_bytes(message.public_key_hs)
+        if message.settings is not None:
+            body["settings"] = message.settings
     elif isinstance(message, Contribution):
         width = ciphertext_bytes
         if width is None:
@@ -191,6 +193,7 @@ def _parse_round_start(body: dict[str, Any]) -> RoundStart:
         timeout=float(_field(body, "timeout", (float, int))),
         participants=participants,
         public_key_hs=public_key_hs,
+        settings=_field(body, "settings", str) if "settings" in body else None,
     )
 
 
@@ -282,5 +285,5 @@ _FIELDS: dict[str, set[str]] = {
 #: asks every provider to contribute. One without ``public_key_hs`` carries a
 #: plain Paillier key instead of a DJN key.
 _OPTIONAL_FIELDS: dict[str, set[str]] = {
-    "round_start": {"participants", "public_key_hs"},
+    "round_start": {"participants", "public_key_hs", "settings"},
 }

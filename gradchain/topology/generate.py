@@ -19,11 +19,13 @@ and load the written file again before they return its path.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from typing import Any
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -41,6 +43,7 @@ from gradchain.data import (
 from gradchain.errors import ConfigError
 from gradchain.models.interface import parameter_count
 from gradchain.models.registry import get_model, resolve_settings
+from gradchain.randomisers import DEFAULT_RANDOMISER
 from gradchain.topology.load import load_topology, parse_topology
 
 logger = logging.getLogger(__name__)
@@ -56,6 +59,8 @@ class _Settings:
     l2: float
     min_contributors: int
     randomise: bool
+    randomiser: str
+    uniform_normalise: bool
     tolerance: float
     round_timeout: float
     key_bits: int
@@ -107,6 +112,8 @@ def write_chain(
     l2: float = 0.001,
     min_contributors: int = 3,
     randomise: bool = True,
+    randomiser: str = DEFAULT_RANDOMISER,
+    uniform_normalise: bool = True,
     tolerance: float = 1e-6,
     round_timeout: float = 120.0,
     key_bits: int = 2048,
@@ -162,6 +169,8 @@ def write_chain(
             l2=l2,
             min_contributors=min_contributors,
             randomise=randomise,
+            randomiser=randomiser,
+            uniform_normalise=uniform_normalise,
             tolerance=tolerance,
             round_timeout=round_timeout,
             key_bits=key_bits,
@@ -196,6 +205,8 @@ def write_tree(
     l2: float = 0.001,
     min_contributors: int = 3,
     randomise: bool = True,
+    randomiser: str = DEFAULT_RANDOMISER,
+    uniform_normalise: bool = True,
     tolerance: float = 1e-6,
     round_timeout: float = 120.0,
     key_bits: int = 2048,
@@ -250,6 +261,8 @@ def write_tree(
             l2=l2,
             min_contributors=min_contributors,
             randomise=randomise,
+            randomiser=randomiser,
+            uniform_normalise=uniform_normalise,
             tolerance=tolerance,
             round_timeout=round_timeout,
             key_bits=key_bits,
@@ -261,6 +274,83 @@ def write_tree(
             obfuscator_bits=obfuscator_bits,
             pool_size=pool_size,
         ),
+        seed=seed,
+        test_fraction=test_fraction,
+        source=_Source(data_path=data_path, model_settings=dict(model_settings or {})),
+    )
+
+
+def write_multi(
+    out_dir: str | os.PathLike[str],
+    dataset_name: str,
+    providers: int,
+    portions: int,
+    *,
+    aggregators: int | None = None,
+    job_id: str | None = None,
+    filename: str = "topology.toml",
+    data_dir: str = "data",
+    keys_dir: str = "keys",
+    overwrite: bool = False,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    data_path: str | os.PathLike[str] | None = None,
+    model_settings: Mapping[str, int | float] | None = None,
+    **settings: Any,
+) -> Path:
+    """Write a topology whose providers split their contributions across aggregators.
+
+    Each provider p1..pN splits its contribution into ``portions`` random
+    shares and sends share m of provider i (counting from 0) to aggregator
+    a((i + m) mod A + 1), where A is ``aggregators`` (default: ``portions``).
+    Every aggregator sends its sum to the learner, so no aggregator holds two
+    shares of one provider and a round takes 2 hops. ``settings`` are the
+    job and crypto keyword arguments of :func:`write_chain`, with the same
+    defaults. ``job_id`` defaults to ``<dataset_name>-multi``. Raises
+    ConfigError for fewer than 2 portions or fewer aggregators than
+    portions, and as :func:`write_chain` does.
+    """
+    _require_providers(providers)
+    if portions < 2:
+        raise ConfigError(f"portions must be at least 2, got {portions}")
+    count = portions if aggregators is None else aggregators
+    if count < portions:
+        raise ConfigError(
+            f"{portions} portions need at least {portions} aggregators, got {count}: "
+            "each portion of a provider goes to an aggregator of its own"
+        )
+    unknown = sorted(set(settings) - {field.name for field in fields(_Settings)})
+    if unknown:
+        raise TypeError(f"write_multi() got unexpected keyword arguments {unknown}")
+    defaults = inspect.signature(write_chain).parameters
+    resolved = {
+        field.name: settings.get(field.name, defaults[field.name].default)
+        for field in fields(_Settings)
+    }
+    aggregator_ids = [f"a{number}" for number in range(1, count + 1)]
+    next_hops: dict[str, str | list[str]] = {
+        f"p{index + 1}": [aggregator_ids[(index + m) % count] for m in range(portions)]
+        for index in range(providers)
+    }
+    next_hops.update({aggregator: LEARNER_ID for aggregator in aggregator_ids})
+    return _write(
+        dataset_name,
+        providers,
+        next_hops,
+        aggregators=aggregator_ids,
+        job_id=job_id or f"{dataset_name}-multi",
+        description=(
+            f"{providers} providers, each split into {portions} portions "
+            f"over {count} aggregators"
+        ),
+        layout=_Layout(
+            out_dir=Path(out_dir),
+            filename=filename,
+            data_dir=data_dir,
+            keys_dir=keys_dir,
+            overwrite=overwrite,
+        ),
+        settings=_Settings(**resolved),
         seed=seed,
         test_fraction=test_fraction,
         source=_Source(data_path=data_path, model_settings=dict(model_settings or {})),
@@ -294,7 +384,7 @@ def _plan_tree(providers: int, fanout: int) -> tuple[dict[str, str], list[str]]:
 def _write(
     dataset_name: str,
     providers: int,
-    next_hops: dict[str, str],
+    next_hops: Mapping[str, str | Sequence[str]],
     *,
     aggregators: Sequence[str],
     job_id: str,
@@ -310,6 +400,8 @@ def _write(
             raise ConfigError(f"{name} must be relative to out_dir, got {folder!r}")
 
     split = load_split(dataset_name, path=source.data_path, test_fraction=test_fraction, seed=seed)
+    # The data's own settings (label_power for sqrt(dose) labels) yield to the caller's.
+    model_settings = {**split.model_settings, **source.model_settings}
     train, test = split.train, split.test
     if split.train_groups is None:
         shards = split_rows(train, providers, seed)
@@ -329,13 +421,13 @@ def _write(
     }
     document = _document(
         job_id,
-        _parameters(split, source.model_settings),
+        _parameters(split, model_settings),
         next_hops,
         files,
         layout=layout,
         settings=settings,
         model=split.model,
-        model_settings=source.model_settings,
+        model_settings=model_settings,
     )
     # Validate everything except the data files, which do not exist yet.
     parse_topology(document, layout.topology_file, check_files=False)
@@ -370,7 +462,7 @@ def _parameters(split: DataSplit, model_settings: Mapping[str, int | float]) -> 
 def _document(
     job_id: str,
     features: int,
-    next_hops: dict[str, str],
+    next_hops: Mapping[str, str | Sequence[str]],
     files: dict[str, Dataset],
     *,
     layout: _Layout,
@@ -393,7 +485,7 @@ def _document(
         node: dict[str, object] = {"id": node_id}
         if layout.data_path(node_id) in files:
             node["data"] = layout.data_path(node_id)
-        node["next"] = [successor]
+        node["next"] = [successor] if isinstance(successor, str) else list(successor)
         nodes.append(node)
 
     document: dict[str, object] = {
@@ -408,12 +500,19 @@ def _document(
             "l2": settings.l2,
             "min_contributors": settings.min_contributors,
             "randomise": settings.randomise,
+            "randomiser": settings.randomiser,
             "round_timeout": settings.round_timeout,
         },
         "crypto": _crypto_table(settings),
         "learner": learner,
         "nodes": nodes,
     }
+    if settings.randomiser == "uniform" or not settings.uniform_normalise:
+        # Written whenever it is not the default, so that loading rejects it for
+        # another randomiser instead of dropping it silently.
+        job = document["job"]
+        assert isinstance(job, dict)
+        job["uniform_normalise"] = settings.uniform_normalise
     if model_settings:
         # Fills in defaults and raises ConfigError for an unknown or invalid key.
         resolve_settings(model, model_settings)

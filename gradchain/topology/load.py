@@ -28,6 +28,7 @@ from gradchain.data import FloatArray, check_data, load_data_file
 from gradchain.errors import ConfigError, TopologyError
 from gradchain.models.interface import SupportsParameterCount
 from gradchain.models.registry import MODEL_SETTINGS, get_model
+from gradchain.randomisers import RANDOMISERS
 from gradchain.topology._fields import Table, describe_value, join_ids
 from gradchain.topology.model import (
     MODELS,
@@ -64,6 +65,8 @@ _JOB_KEYS = (
     "l2",
     "min_contributors",
     "randomise",
+    "randomiser",
+    "uniform_normalise",
     "round_timeout",
     "sample_fraction",
     "seed",
@@ -138,6 +141,7 @@ def parse_topology(
     _check_next_hops(nodes, learner.id, str(path))
     _check_reaches_learner(nodes, learner.id, str(path))
     _check_every_node_sends(nodes, learner.id, str(path))
+    _check_portion_paths(nodes, learner.id, str(path))
     if check_files:
         _check_data_files_exist(nodes, learner, str(path))
 
@@ -204,6 +208,8 @@ def _parse_job(table: Table) -> JobSettings:
         l2=table.get_float("l2", defaults.l2),
         min_contributors=table.get_int("min_contributors", defaults.min_contributors),
         randomise=table.get_bool("randomise", defaults.randomise),
+        randomiser=table.get_str("randomiser", defaults.randomiser),
+        uniform_normalise=table.get_bool("uniform_normalise", defaults.uniform_normalise),
         round_timeout=table.get_float("round_timeout", defaults.round_timeout),
         sample_fraction=table.get_float("sample_fraction", defaults.sample_fraction),
         seed=table.get_int("seed", defaults.seed),
@@ -221,6 +227,18 @@ def _parse_job(table: Table) -> JobSettings:
         job.schedule in SCHEDULES,
         f"unknown schedule {job.schedule!r}",
         f"use one of: {', '.join(SCHEDULES)}",
+    )
+    table.require(
+        "randomiser",
+        job.randomiser in RANDOMISERS,
+        f"unknown randomiser {job.randomiser!r}",
+        f"use one of: {', '.join(RANDOMISERS)}",
+    )
+    table.require(
+        "uniform_normalise",
+        "uniform_normalise" not in table.values or job.randomiser == "uniform",
+        f"applies only to the uniform randomiser, but randomiser is {job.randomiser!r}",
+        'remove job.uniform_normalise or set job.randomiser = "uniform"',
     )
     _require_at_least(table, "features", job.features, 1)
     _require_at_least(table, "rounds", job.rounds, 1)
@@ -401,12 +419,31 @@ def _parse_node(table: Table, number: int, learner_id: str, base: Path) -> NodeS
         _check_data_suffix(table, "data", data)
 
     next_hops = table.get_str_list("next", (learner_id,))
-    if len(next_hops) != 1:
+    if not next_hops:
         raise table.error(
+            "next", "is empty", f"name the next hop, for example next = [{learner_id!r}]"
+        )
+    duplicates = sorted({hop for hop in next_hops if next_hops.count(hop) > 1})
+    table.require(
+        "next",
+        not duplicates,
+        f"names {join_ids(duplicates)} more than once",
+        "send each portion to a different aggregator",
+    )
+    if len(next_hops) > 1:
+        table.require(
             "next",
-            f"has {len(next_hops)} entries, but a node needs exactly one next hop "
-            "(splitting a node's output across several aggregators is not supported yet)",
-            f"use one id, for example next = [{learner_id!r}]",
+            data is not None,
+            f"has {len(next_hops)} entries, but only a provider can split its contribution "
+            "into portions",
+            "give an aggregator exactly one next hop",
+        )
+        table.require(
+            "next",
+            learner_id not in next_hops,
+            f"sends a portion straight to the learner {learner_id!r}, which could then "
+            "add the portions of this provider alone",
+            "send every portion through an aggregator",
         )
     return NodeSpec(id=node_id, data=None if data is None else _resolve(base, data), next=next_hops)
 
@@ -484,6 +521,48 @@ def _check_reaches_learner(nodes: Mapping[str, NodeSpec], learner_id: str, file:
         key="next",
         fix="point one node of the cycle at the learner or at a node that reaches it",
     )
+
+
+def _check_portion_paths(nodes: Mapping[str, NodeSpec], learner_id: str, file: str) -> None:
+    """Raise TopologyError unless each split provider's portions travel through disjoint aggregators.
+
+    A provider with several next hops sends one portion of its contribution
+    to each. If two portions met at one aggregator, that aggregator could add
+    them, and a learner that colluded with it could decrypt the sum. A
+    provider that splits its contribution must also have no inputs, because
+    it has no single sum to forward them in.
+    """
+    has_inputs = {hop for node in nodes.values() for hop in node.next}
+    for node in nodes.values():
+        if len(node.next) < 2:
+            continue
+        if node.id in has_inputs:
+            feeders = sorted(other.id for other in nodes.values() if node.id in other.next)
+            raise TopologyError(
+                f"splits its contribution across {len(node.next)} next hops but receives "
+                f"from {join_ids(feeders)}",
+                path=file,
+                node_id=node.id,
+                key="next",
+                fix="point its inputs at an aggregator, or give this node a single next hop",
+            )
+        owner: dict[str, str] = {}
+        for hop in node.next:
+            walk = [hop]
+            while walk[-1] != learner_id:
+                walk.append(nodes[walk[-1]].next[0])
+            for on_path in walk[:-1]:
+                if on_path in owner:
+                    raise TopologyError(
+                        f"the portions sent to {owner[on_path]!r} and {hop!r} both pass "
+                        f"through {on_path!r}, which could add them",
+                        path=file,
+                        node_id=node.id,
+                        key="next",
+                        fix="give every portion a path to the learner through aggregators "
+                        "of its own",
+                    )
+                owner[on_path] = hop
 
 
 def _check_every_node_sends(nodes: Mapping[str, NodeSpec], learner_id: str, file: str) -> None:

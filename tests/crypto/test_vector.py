@@ -15,6 +15,7 @@ from gradchain.crypto.vector import (
     add_vectors,
     decrypt_ciphertexts,
     decrypt_vector,
+    encrypt_portions,
     encrypt_vector,
 )
 from gradchain.errors import ConfigError, CryptoError, EncodingOverflowError
@@ -246,3 +247,56 @@ def test_first_invalid_ciphertext(medium_keypair: Keypair) -> None:
     assert public_key.first_invalid_ciphertext([*valid, 0]) == 5
     assert public_key.first_invalid_ciphertext([*valid, public_key.nsquare]) == 5
     assert public_key.first_invalid_ciphertext([*valid[:2], MEDIUM_P * 3, *valid]) == 2
+
+
+@pytest.mark.parametrize("portions", [2, 3])
+def test_portions_of_several_providers_add_up_to_their_sum(
+    keypair_2048: Keypair, portions: int
+) -> None:
+    public_key, private_key = keypair_2048
+    encoding = PackedEncoding(key_bits=2048, max_contributors=4)
+    rng = np.random.default_rng(11)
+    vectors = [rng.normal(0.0, 10.0, size=40) for _ in range(4)]
+
+    # Each "aggregator" adds one portion of every provider; the learner adds the aggregators.
+    per_aggregator: list[list[int] | None] = [None] * portions
+    for vector in vectors:
+        split, clipped = encrypt_portions(public_key, encoding, vector, portions)
+        assert clipped == 0
+        assert len(split) == portions
+        for index, ciphertexts in enumerate(split):
+            current = per_aggregator[index]
+            per_aggregator[index] = (
+                ciphertexts if current is None else add_vectors(public_key, current, ciphertexts)
+            )
+    total = per_aggregator[0]
+    assert total is not None
+    for other in per_aggregator[1:]:
+        assert other is not None
+        total = add_vectors(public_key, total, other)
+    decoded = decrypt_vector(private_key, encoding, total, contributors=4, length=40)
+
+    assert np.max(np.abs(decoded - np.sum(vectors, axis=0))) <= 4 * UNIT
+
+
+def test_one_portion_alone_decrypts_to_noise(keypair_2048: Keypair) -> None:
+    public_key, private_key = keypair_2048
+    encoding = PackedEncoding(key_bits=2048, max_contributors=2)
+    values = np.full(40, 3.0)
+    expected = encoding.encode_vector(values, public_key).plaintexts
+
+    split, _ = encrypt_portions(public_key, encoding, values, 2)
+    first = private_key.raw_decrypt_batch(split[0])
+    second = private_key.raw_decrypt_batch(split[1])
+
+    # Neither share equals the encoded plaintext, but the two add up to it mod n.
+    assert all(share != plaintext for share, plaintext in zip(first, expected, strict=True))
+    assert [(a + b) % public_key.n for a, b in zip(first, second, strict=True)] == expected
+    # A share is spread over the whole of [0, n), far beyond the packed value's width.
+    assert max(first).bit_length() > public_key.n.bit_length() - 16
+
+
+def test_portions_must_be_positive(medium_keypair: Keypair) -> None:
+    public_key, _ = medium_keypair
+    with pytest.raises(ValueError, match="portions must be an integer >= 1, got 0"):
+        encrypt_portions(public_key, ENCODING, [1.0], 0)

@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 from gradchain.data import Dataset, split_rows
-from gradchain.models import StepSchedule, plaintext_distributed_gd
+from gradchain.errors import ConfigError
+from gradchain.models import StepSchedule, get_model, plaintext_distributed_gd
+from gradchain.models.interface import count_flagged_rows, flags_rows
 from gradchain.models.linear import LinearRegression, flag_outliers, robust_threshold
 from tests.models.helpers import central_difference
 
@@ -136,3 +138,75 @@ def test_robust_threshold_ignores_huge_residual() -> None:
 def test_robust_threshold_rejects_empty() -> None:
     with pytest.raises(ValueError, match="residuals is empty"):
         robust_threshold([])
+
+
+def test_target_mae_squares_back() -> None:
+    X = np.array([[1.0], [1.0], [1.0]])
+    y = np.array([2.0, 3.0, 1.0])  # targets 4, 9 and 1
+    # Predictions x . theta = 2.5 for every row, so the predicted target is 6.25.
+    model = LinearRegression(label_power=2)
+
+    metrics = model.evaluate(np.array([2.5]), X, y)
+
+    assert metrics["mae"] == pytest.approx((0.5 + 0.5 + 1.5) / 3)
+    assert metrics["target_mae"] == pytest.approx((2.25 + 2.75 + 5.25) / 3)
+
+
+def test_target_mae_counts_negative_prediction_as_zero() -> None:
+    model = LinearRegression(label_power=2)
+
+    metrics = model.evaluate(np.array([-1.0]), np.array([[1.0]]), np.array([2.0]))
+
+    assert metrics["target_mae"] == pytest.approx(4.0)
+
+
+def test_label_power_one_has_no_target_mae() -> None:
+    assert "target_mae" not in MODEL.evaluate(np.zeros(1), np.ones((2, 1)), np.zeros(2))
+
+
+def test_flag_rows_with_absolute_threshold() -> None:
+    X, y, theta, outliers = planted_outliers()
+    model = get_model("linear", {"outlier_threshold": 4.0})
+
+    flags = model.flag_rows(theta, X, y)  # type: ignore[attr-defined]
+
+    np.testing.assert_array_equal(np.flatnonzero(flags), outliers)
+    assert count_flagged_rows(model, theta, X, y) == len(outliers)
+
+
+def test_flag_rows_with_mad_scale() -> None:
+    X, y, theta, outliers = planted_outliers()
+    model = get_model("linear", {"outlier_mad_scale": 3.5})
+    residuals = X @ theta - y
+    deviation = np.median(np.abs(residuals - np.median(residuals)))
+
+    flags = model.flag_rows(theta, X, y)  # type: ignore[attr-defined]
+
+    # The noise has standard deviation 0.5, so 3.5 robust deviations are about 1.75,
+    # far below the shifts of 8 to 12.
+    np.testing.assert_array_equal(flags, np.abs(residuals) > 3.5 * 1.4826 * deviation)
+    np.testing.assert_array_equal(np.flatnonzero(flags), outliers)
+
+
+def test_flagging_off_by_default() -> None:
+    assert not flags_rows(MODEL)
+    with pytest.raises(ValueError, match="not configured to flag rows"):
+        count_flagged_rows(MODEL, np.zeros(1), np.ones((1, 1)), np.zeros(1))
+
+
+def test_both_outlier_settings_rejected() -> None:
+    with pytest.raises(ConfigError, match="Set one of them and leave the other at 0"):
+        get_model("linear", {"outlier_threshold": 1.0, "outlier_mad_scale": 3.0})
+
+
+def test_mad_scale_threshold_by_hand() -> None:
+    X = np.ones((7, 1))
+    y = np.array([0.0, 0.0, 0.0, 1.0, -1.0, 2.5, 10.0])
+    # With theta = 0 the residuals are -y: median 0, median absolute deviation 1, so the
+    # robust standard deviation is 1.4826 and 1.5 of them are 2.2239. Only |-2.5| and
+    # |-10| exceed it.
+    model = get_model("linear", {"outlier_mad_scale": 1.5})
+
+    flags = model.flag_rows(np.zeros(1), X, y)  # type: ignore[attr-defined]
+
+    np.testing.assert_array_equal(np.flatnonzero(flags), [5, 6])

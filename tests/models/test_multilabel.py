@@ -127,3 +127,17 @@ def test_digits_accuracy_matches_pooled_reference() -> None:
     # Measured: 0.918 against scikit-learn's 0.919 on the 359 held-out images.
     assert abs(distributed - reference) < 0.02
     assert result.theta.shape == (3 * 65,)
+
+
+def test_evaluate_reports_each_label() -> None:
+    theta, X, y = random_problem(seed=6, rows=12, labels=3)
+    single = LogisticRegression()
+
+    metrics = MODEL.evaluate(theta, X, y)
+
+    for label in range(3):
+        part = theta[3 * label : 3 * (label + 1)]
+        assert metrics[f"accuracy_label_{label}"] == pytest.approx(
+            np.mean((X @ part >= 0) == y[:, label])
+        )
+        assert metrics[f"loss_label_{label}"] == pytest.approx(single.loss(part, X, y[:, label]))

@@ -65,14 +65,24 @@ def test_settings_reach_the_model() -> None:
 
 def test_resolve_settings_fills_defaults() -> None:
     assert resolve_settings("pca") == {"components": 2, "seed": 0}
-    assert resolve_settings("linear") == {}
+    assert resolve_settings("logistic") == {}
+    assert resolve_settings("linear") == {
+        "label_power": 1,
+        "outlier_threshold": 0.0,
+        "outlier_mad_scale": 0.0,
+    }
 
 
 @pytest.mark.parametrize(
     ("name", "settings", "message"),
     [
         pytest.param("pca", {"rank": 2}, "model setting 'rank' is unknown", id="unknown-key"),
-        pytest.param("linear", {"rank": 2}, "model 'linear' takes no settings", id="no-settings"),
+        pytest.param(
+            "logistic", {"rank": 2}, "model 'logistic' takes no settings", id="no-settings"
+        ),
+        pytest.param(
+            "linear", {"label_power": 0}, "'label_power' must be at least 1", id="label-power"
+        ),
         pytest.param("pca", {"components": 0}, "'components' must be at least 1", id="minimum"),
         pytest.param("pca", {"components": 2.5}, "'components' expected an integer", id="type"),
         pytest.param(

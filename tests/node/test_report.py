@@ -109,6 +109,32 @@ def test_markdown_names_faults_and_repeats() -> None:
     assert "fault-free reference" in text
 
 
+def test_markdown_lists_scores_and_flags() -> None:
+    metrics = {
+        **METRICS,
+        "scores": {"loss": 0.9, "target_mae": 8.1},
+        "baseline_scores": {"loss": 0.8, "target_mae": 8.0},
+        "pooled_reference": {
+            "method": "numpy.linalg.lstsq on the pooled training rows",
+            "converged": True,
+            "scores": {"loss": 0.8, "target_mae": 7.9},
+            "comparison": {"theta_max_difference": 0.03},
+            "baseline_comparison": {"theta_max_difference": 0.001},
+        },
+        "flagged_rows": {"p10": 1, "p2": 4},
+    }
+
+    text = render_markdown(build_report(metrics, EVENTS, plan=None, reference=None))
+
+    assert "| model | loss | target_mae |" in text
+    assert "| this run | 0.9000 | 8.1000 |" in text
+    assert "| plaintext baseline | 0.8000 | 8.0000 |" in text
+    assert "| exact pooled solution | 0.8000 | 7.9000 |" in text
+    assert "This run against it: largest parameter difference 0.03." in text
+    assert "5 rows flagged" in text
+    assert "p2 4, p10 1" in text
+
+
 def test_report_lists_plan(tmp_path: Path) -> None:
     topology = load_topology(
         write_chain(tmp_path / "job", "breast-cancer", 3, job_id="chain", key_bits=512)

@@ -25,6 +25,13 @@ from gradchain.protocol.events import (
 from gradchain.protocol.learner import LearnerConfig, LearnerProtocol, LearnerState
 from gradchain.protocol.messages import Contribution, JobDone, Liveness, RoundStart, Status
 from gradchain.protocol.node import InvalidTransitionError
+from gradchain.randomisers import (
+    AdditiveRandomiser,
+    Randomiser,
+    ScalarRandomiser,
+    UniformRandomiser,
+    VectorRandomiser,
+)
 
 if TYPE_CHECKING:
     from tests.protocol.conftest import Paillier
@@ -763,3 +770,174 @@ def test_contribution_after_finish_is_stale(paillier: Paillier) -> None:
         learner.receive(contribution(paillier, "a", ["p1", "p2"]))
     assert learner.round_timed_out(1) == []
     assert learner.state is LearnerState.FINISHED
+
+
+# Randomisers other than the default scalar one
+
+RANDOMISERS = [
+    pytest.param(ScalarRandomiser(), id="scalar"),
+    pytest.param(VectorRandomiser(), id="vector"),
+    pytest.param(AdditiveRandomiser(), id="additive"),
+    pytest.param(UniformRandomiser(), id="uniform"),
+    pytest.param(UniformRandomiser(normalise=False), id="uniform-plain"),
+]
+
+
+def randomised_contribution(
+    paillier: Paillier,
+    randomiser: Randomiser,
+    sender: str,
+    payload_providers: Sequence[str],
+    *,
+    draw_random: bool,
+    rng: np.random.Generator,
+    contributors: Sequence[str] | None = None,
+) -> Contribution:
+    """Encrypt each provider's payload under ``randomiser`` and add them, as the nodes do.
+
+    ``contributors`` defaults to ``payload_providers``. A different list fakes a
+    contribution whose ciphertexts do not match the providers it names.
+    """
+    total: tuple[int, ...] | None = None
+    for provider in payload_providers:
+        payload = randomiser.randomise(GRADIENTS[provider], draw_random=draw_random, rng=rng)
+        ciphertexts = paillier.encrypt(payload.values.tolist())
+        if total is None:
+            total = ciphertexts
+        else:
+            total = tuple(add_vectors(paillier.public_key, total, ciphertexts))
+    assert total is not None
+    return Contribution(
+        job=JOB,
+        run=RUN,
+        round=1,
+        sender=sender,
+        contributors=tuple(payload_providers if contributors is None else contributors),
+        ciphertexts=total,
+    )
+
+
+def randomiser_learner(
+    paillier: Paillier, randomiser: Randomiser, *, randomise: bool
+) -> LearnerProtocol:
+    return started_learner(
+        paillier,
+        randomiser=randomiser,
+        randomise=randomise,
+        ciphertext_count=randomiser.payload_length(len(THETA0)),
+    )
+
+
+def decrypt_randomised_round(
+    learner: LearnerProtocol, paillier: Paillier, first: Contribution, second: Contribution
+) -> list[Action]:
+    assert learner.receive(first) == []
+    decrypt = learner.receive(second)[0]
+    assert isinstance(decrypt, DecryptTotal), decrypt
+    return learner.total_decrypted(1, decrypt_total(paillier, decrypt))
+
+
+@pytest.mark.parametrize("randomiser", RANDOMISERS)
+def test_unrandomised_round_uses_mean(
+    paillier: Paillier, randomiser: Randomiser
+) -> None:
+    learner = randomiser_learner(paillier, randomiser, randomise=False)
+    rng = np.random.default_rng(0)
+
+    actions = decrypt_randomised_round(
+        learner,
+        paillier,
+        randomised_contribution(
+            paillier, randomiser, "a", ["p1", "p2"], draw_random=False, rng=rng
+        ),
+        randomised_contribution(paillier, randomiser, "b", ["p3"], draw_random=False, rng=rng),
+    )
+
+    mean_gradient = np.mean([GRADIENTS[p] for p in PROVIDERS], axis=0)
+    expected = np.array(THETA0) - 0.5 * (mean_gradient + 2 * 0.01 * np.array(THETA0))
+    completed = actions[0]
+    assert isinstance(completed, RoundCompleted), completed
+    np.testing.assert_allclose(completed.theta, expected, rtol=1e-12, atol=0)
+    scale_randomiser = not isinstance(randomiser, AdditiveRandomiser) and (
+        not isinstance(randomiser, UniformRandomiser) or randomiser.normalise
+    )
+    assert completed.scale_total == (3.0 if scale_randomiser else None)
+
+
+@pytest.mark.parametrize("randomiser", RANDOMISERS)
+def test_randomised_round_completes(
+    paillier: Paillier, randomiser: Randomiser
+) -> None:
+    learner = randomiser_learner(paillier, randomiser, randomise=True)
+    rng = np.random.default_rng(1)
+
+    actions = decrypt_randomised_round(
+        learner,
+        paillier,
+        randomised_contribution(paillier, randomiser, "a", ["p1", "p2"], draw_random=True, rng=rng),
+        randomised_contribution(paillier, randomiser, "b", ["p3"], draw_random=True, rng=rng),
+    )
+
+    completed = actions[0]
+    assert isinstance(completed, RoundCompleted), completed
+    assert completed.contributors == PROVIDERS
+    assert completed.theta != THETA0
+    if completed.scale_total is not None:
+        assert 0.0 < completed.scale_total <= 3.0
+
+
+def test_additive_round_uses_exact_mean(paillier: Paillier) -> None:
+    randomiser = AdditiveRandomiser()
+    learner = randomiser_learner(paillier, randomiser, randomise=True)
+    rng = np.random.default_rng(2)
+
+    actions = decrypt_randomised_round(
+        learner,
+        paillier,
+        randomised_contribution(paillier, randomiser, "a", ["p1", "p2"], draw_random=True, rng=rng),
+        randomised_contribution(paillier, randomiser, "b", ["p3"], draw_random=True, rng=rng),
+    )
+
+    mean_gradient = np.mean([GRADIENTS[p] for p in PROVIDERS], axis=0)
+    expected = np.array(THETA0) - 0.5 * (mean_gradient + 2 * 0.01 * np.array(THETA0))
+    completed = actions[0]
+    assert isinstance(completed, RoundCompleted), completed
+    # Masks near 2**19 leave float64 steps of 2**-33 in each decoded total.
+    np.testing.assert_allclose(completed.theta, expected, rtol=0, atol=1e-8)
+
+
+def test_additive_duplicate_payload_repeats_round(paillier: Paillier) -> None:
+    randomiser = AdditiveRandomiser()
+    learner = randomiser_learner(paillier, randomiser, randomise=True)
+    rng = np.random.default_rng(3)
+
+    actions = decrypt_randomised_round(
+        learner,
+        paillier,
+        randomised_contribution(paillier, randomiser, "a", ["p1", "p2"], draw_random=True, rng=rng),
+        # Input b adds p3's payload twice but names p3 once.
+        randomised_contribution(
+            paillier, randomiser, "b", ["p3", "p3"], draw_random=True, rng=rng, contributors=["p3"]
+        ),
+    )
+
+    failed = actions[0]
+    assert isinstance(failed, RoundFailed), failed
+    assert "the decrypted count total 4 does not equal the 3 contributors" in failed.reason
+    assert published_round_start(actions[1]).round == 2
+    assert learner.theta.tolist() == list(THETA0)
+
+
+def test_total_length_follows_randomiser(paillier: Paillier) -> None:
+    randomiser = VectorRandomiser()
+    learner = randomiser_learner(paillier, randomiser, randomise=True)
+    rng = np.random.default_rng(4)
+    learner.receive(
+        randomised_contribution(paillier, randomiser, "a", ["p1", "p2"], draw_random=True, rng=rng)
+    )
+    learner.receive(
+        randomised_contribution(paillier, randomiser, "b", ["p3"], draw_random=True, rng=rng)
+    )
+
+    with pytest.raises(ValueError, match=r"expected \(4,\)"):
+        learner.total_decrypted(1, np.zeros(3))

@@ -906,3 +906,15 @@ def test_round_start_with_foreign_hs_rejected(paillier: Paillier) -> None:
         node.receive(replace(round_start(paillier), public_key_hs=chosen))
 
     assert node.state is NodeState.IDLE
+
+
+def test_round_start_from_a_learner_with_other_settings_is_rejected(paillier: Paillier) -> None:
+    node = NodeProtocol(chain_config(settings_digest="0123456789abcdef"))
+    other = replace(round_start(paillier), settings="fedcba9876543210")
+
+    with pytest.raises(ProtocolError, match="run every node with the learner's topology file"):
+        node.receive(other)
+    assert node.state is NodeState.IDLE
+
+    same = replace(round_start(paillier), settings="0123456789abcdef")
+    assert any(isinstance(action, ComputeContribution) for action in node.receive(same))

@@ -632,3 +632,21 @@ def test_hs_is_optional_only_for_round_start() -> None:
 
     with pytest.raises(ProtocolError, match=r"unknown fields \['public_key_hs'\]"):
         decode(pack(body))
+
+
+def test_round_start_settings_digest_round_trips() -> None:
+    body = {**wire_body("round_start"), "settings": "0123456789abcdef"}
+
+    message = decode(msgpack.packb(body, use_bin_type=True))
+
+    assert isinstance(message, RoundStart)
+    assert message.settings == "0123456789abcdef"
+    assert decode(encode(message)) == message
+
+
+@pytest.mark.parametrize("digest", ["0123", "0123456789ABCDEF", 17])
+def test_decode_rejects_malformed_settings_digest(digest: object) -> None:
+    body = {**wire_body("round_start"), "settings": digest}
+
+    with pytest.raises(ProtocolError, match="settings"):
+        decode(msgpack.packb(body, use_bin_type=True))

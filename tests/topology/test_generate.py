@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -447,3 +450,68 @@ def test_movielens_keeps_each_user_at_one_provider(tmp_path: Path) -> None:
     assert sum(len(group) for group in users) == len(set().union(*users))
     assert set(evaluation[:, 0].tolist()).isdisjoint(set().union(*users))
     assert set(evaluation[:, 2].tolist()) == {0.0, 1.0}
+
+
+@pytest.mark.parametrize("write", [write_chain, write_tree], ids=["chain", "tree"])
+def test_randomiser_written(tmp_path: Path, write: Any) -> None:
+    shape = (4,) if write is write_chain else (4, 2)
+
+    path = write(tmp_path, "breast-cancer", *shape, randomiser="additive", key_bits=512)
+
+    document = tomllib.loads(path.read_text(encoding="utf-8"))
+    assert document["job"]["randomiser"] == "additive"
+    assert "uniform_normalise" not in document["job"]
+    assert load_topology(path).job.randomiser == "additive"
+
+
+def test_uniform_normalise_written(tmp_path: Path) -> None:
+    path = write_chain(
+        tmp_path, "breast-cancer", 4, randomiser="uniform", uniform_normalise=False, key_bits=512
+    )
+
+    topology = load_topology(path)
+    assert topology.job.randomiser == "uniform"
+    assert topology.job.uniform_normalise is False
+
+
+def test_normalise_without_uniform_rejected(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match=r"job\.uniform_normalise"):
+        write_chain(tmp_path, "breast-cancer", 4, uniform_normalise=False, key_bits=512)
+
+    assert not (tmp_path / "topology.toml").exists()
+
+
+def test_unknown_randomiser_rejected_before_writing(tmp_path: Path) -> None:
+    with pytest.raises(TopologyError, match="unknown randomiser 'gaussian'"):
+        write_chain(tmp_path, "breast-cancer", 4, randomiser="gaussian", key_bits=512)
+
+    assert not (tmp_path / "topology.toml").exists()
+
+
+def test_cli_writes_randomiser(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "gradchain", "topology", "tree", "--providers", "4"]
+    options = ["--out", str(tmp_path), "--key-bits", "512"]
+    randomiser = ["--randomiser", "uniform", "--no-uniform-normalise"]
+
+    result = subprocess.run(
+        [*command, *options, *randomiser], capture_output=True, text=True, timeout=120
+    )
+
+    assert result.returncode == 0, result.stderr
+    topology = load_topology(tmp_path / "topology.toml")
+    assert topology.job.randomiser == "uniform"
+    assert topology.job.uniform_normalise is False
+
+
+def test_cli_rejects_unknown_randomiser(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "gradchain", "topology", "chain", "--providers", "4"]
+
+    result = subprocess.run(
+        [*command, "--out", str(tmp_path), "--randomiser", "gaussian"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert result.returncode == 2
+    assert "unknown randomiser 'gaussian' (use one of: scalar, vector" in result.stderr

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,12 @@ import tomli_w
 
 from gradchain.data import save_csv, save_npz
 from gradchain.errors import ConfigError, TopologyError
+from gradchain.randomisers import (
+    AdditiveRandomiser,
+    ScalarRandomiser,
+    UniformRandomiser,
+    VectorRandomiser,
+)
 from gradchain.topology import (
     CryptoSettings,
     JobSettings,
@@ -495,13 +502,41 @@ HOSTILE_CASES = [
         "found integer 2",
         id="next-integer-entry",
     ),
-    pytest.param(set_node("p1", next=[]), "p1", "next", "has 0 entries", id="next-empty"),
+    pytest.param(set_node("p1", next=[]), "p1", "next", "is empty", id="next-empty"),
     pytest.param(
         set_node("p1", next=["p2", "p3"]),
         "p1",
         "next",
-        "several aggregators is not supported yet",
-        id="next-two-entries",
+        "the portions sent to 'p2' and 'p3' both pass through 'a1'",
+        id="portions-meet-at-an-aggregator",
+    ),
+    pytest.param(
+        set_node("a1", next=["learner", "p1"]),
+        "a1",
+        "next",
+        "only a provider can split its contribution",
+        id="aggregator-splits",
+    ),
+    pytest.param(
+        set_node("p3", next=["a1", "learner"]),
+        "p3",
+        "next",
+        "sends a portion straight to the learner 'learner'",
+        id="portion-straight-to-learner",
+    ),
+    pytest.param(
+        set_node("p3", next=["a1", "a1"]),
+        "p3",
+        "next",
+        "names a1 more than once",
+        id="portions-to-one-aggregator",
+    ),
+    pytest.param(
+        set_node("p2", next=["a1", "p3"]),
+        "p2",
+        "next",
+        "splits its contribution across 2 next hops but receives from p1",
+        id="splitting-node-with-inputs",
     ),
     pytest.param(
         set_node("p2", next=["p1"]),
@@ -566,6 +601,53 @@ def test_base_document_is_valid(folder: Path) -> None:
     topology = load_topology(write_topology(folder, base_document()))
 
     assert topology.providers == ("p1", "p2", "p3")
+
+
+def test_provider_splits_portions_over_disjoint_aggregators(folder: Path) -> None:
+    document = base_document()
+    document["nodes"].append({"id": "a2", "next": ["x2"]})
+    document["nodes"].append({"id": "x2", "next": ["learner"]})
+    set_node("p3", next=["a1", "a2"])(document)
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.nodes["p3"].portions == 2
+    assert topology.portion_paths("p3") == (("a1", "learner"), ("a2", "x2", "learner"))
+    assert topology.portion_paths("p1") == (("p2", "a1", "learner"),)
+    assert topology.portion_routes() == {
+        "p3": (frozenset({"a1"}), frozenset({"a2", "x2"}))
+    }
+    # Both portions count p3 upstream of the nodes they pass.
+    assert "p3" in topology.providers_upstream_of("a1")
+    assert "p3" in topology.providers_upstream_of("x2")
+    assert "p3" in topology.nodes_upstream_of("x2")
+    assert topology.hops() == 3
+
+
+def test_settings_digest_ignores_paths_but_not_settings(folder: Path, tmp_path: Path) -> None:
+    original = load_topology(write_topology(folder, base_document()))
+
+    # The same job on another machine, with its data and keys elsewhere.
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(folder / "data", elsewhere / "files")
+    moved = base_document()
+    for node in moved["nodes"]:
+        if "data" in node:
+            node["data"] = node["data"].replace("data/", "files/")
+    moved["learner"]["public_key"] = "keys/other.pub.json"
+    assert load_topology(write_topology(elsewhere, moved)).settings_digest == (
+        original.settings_digest
+    )
+
+    for mutation in (
+        set_in("crypto", frac_bits=24),
+        set_in("job", learning_rate=0.5),
+        set_node("p3", next=["p1"]),
+    ):
+        changed = base_document()
+        mutation(changed)
+        digest = load_topology(write_topology(folder, changed)).settings_digest
+        assert digest != original.settings_digest
 
 
 def test_missing_provider_data_names_resolved_path(folder: Path) -> None:
@@ -768,7 +850,12 @@ def test_eval_data_feature_mismatch(folder: Path) -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["phones/topology.toml", "breast-cancer-chain.toml", "breast-cancer-tree.toml"],
+    [
+        "phones/topology.toml",
+        "breast-cancer-chain.toml",
+        "breast-cancer-tree.toml",
+        "breast-cancer-multi.toml",
+    ],
 )
 def test_shipped_example_loads(name: str) -> None:
     topology = load_topology(EXAMPLES / name)
@@ -946,3 +1033,82 @@ def test_shipped_warfarin_example_loads() -> None:
     evaluation = load_eval_data(topology)
     assert evaluation is not None
     assert evaluation[0].shape == (1106, topology.job.features)
+
+
+# Randomisers
+
+
+def test_randomiser_defaults_to_scalar(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    assert topology.job.randomiser == "scalar"
+    assert topology.job.uniform_normalise is True
+    assert topology.randomiser == ScalarRandomiser()
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        pytest.param({"randomiser": "vector"}, VectorRandomiser(), id="vector"),
+        pytest.param({"randomiser": "additive"}, AdditiveRandomiser(clip=100.0), id="additive"),
+        pytest.param({"randomiser": "uniform"}, UniformRandomiser(), id="uniform"),
+        pytest.param(
+            {"randomiser": "uniform", "uniform_normalise": False},
+            UniformRandomiser(normalise=False),
+            id="uniform-plain",
+        ),
+    ],
+)
+def test_randomiser_read_from_file(
+    folder: Path, settings: dict[str, object], expected: object
+) -> None:
+    document = base_document()
+    document["job"].update(settings)
+    document["crypto"]["clip"] = 100
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.job.randomiser == settings["randomiser"]
+    assert topology.randomiser == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "key", "message"),
+    [
+        pytest.param(
+            {"randomiser": "gaussian"},
+            "job.randomiser",
+            "unknown randomiser 'gaussian' (use one of: scalar, vector, additive, uniform)",
+            id="unknown-name",
+        ),
+        pytest.param(
+            {"randomiser": 3}, "job.randomiser", "expected a string, got integer 3", id="integer"
+        ),
+        pytest.param(
+            {"uniform_normalise": False},
+            "job.uniform_normalise",
+            "applies only to the uniform randomiser, but randomiser is 'scalar'",
+            id="normalise-without-uniform",
+        ),
+        pytest.param(
+            {"randomiser": "uniform", "uniform_normalise": "no"},
+            "job.uniform_normalise",
+            "expected true or false, got string 'no'",
+            id="normalise-string",
+        ),
+    ],
+)
+def test_invalid_randomiser_setting_rejected(
+    folder: Path, settings: dict[str, object], key: str, message: str
+) -> None:
+    document = base_document()
+    document["job"].update(settings)
+    path = write_topology(folder, document)
+
+    with pytest.raises(TopologyError) as caught:
+        load_topology(path)
+
+    error = caught.value
+    assert error.path == str(path)
+    assert error.key == key
+    assert message in str(error)
