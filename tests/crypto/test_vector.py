@@ -300,3 +300,19 @@ def test_portions_must_be_positive(medium_keypair: Keypair) -> None:
     public_key, _ = medium_keypair
     with pytest.raises(ValueError, match="portions must be an integer >= 1, got 0"):
         encrypt_portions(public_key, ENCODING, [1.0], 0)
+
+
+def test_first_share_is_uniform_over_the_modulus(medium_keypair: Keypair) -> None:
+    public_key, _ = medium_keypair
+    draws = 4000
+    bins = 8
+    counts = [0] * bins
+    for _ in range(draws):
+        # Unencrypted shares are 1 + share * n, so the share reads back without a key.
+        split, _ = encrypt_portions(public_key, ENCODING, [2.5], 2, encrypt=False)
+        share = (split[0][0] - 1) // public_key.n
+        counts[share * bins // public_key.n] += 1
+
+    # Each bin expects draws / bins with standard deviation sqrt(draws * (1/8) * (7/8)) ~ 21.
+    expected = draws / bins
+    assert all(abs(count - expected) <= 5 * 21 for count in counts), counts

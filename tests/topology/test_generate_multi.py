@@ -83,3 +83,18 @@ def test_cli_writes_multi_topology(tmp_path: Path) -> None:
     topology = load_topology(tmp_path / "topology.toml")
     assert topology.nodes["p4"].next == ("a4", "a1")
     assert len(topology.nodes) == 9
+
+
+def test_second_topology_over_shared_data_leaves_its_files_untouched(tmp_path: Path) -> None:
+    from gradchain.topology import write_chain
+
+    write_chain(tmp_path, "breast-cancer", 4, filename="chain.toml", key_bits=512)
+    before = {path.name: path.read_bytes() for path in (tmp_path / "data").iterdir()}
+    (tmp_path / "data" / "p1.npz").touch()
+    stamp = (tmp_path / "data" / "p1.npz").stat().st_mtime_ns
+
+    write_multi(tmp_path, "breast-cancer", 4, 2, filename="multi.toml", key_bits=512)
+
+    after = {path.name: path.read_bytes() for path in (tmp_path / "data").iterdir()}
+    assert after == before
+    assert (tmp_path / "data" / "p1.npz").stat().st_mtime_ns == stamp

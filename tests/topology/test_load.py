@@ -15,6 +15,8 @@ import tomli_w
 
 from gradchain.data import save_csv, save_npz
 from gradchain.errors import ConfigError, TopologyError
+from gradchain.models.interface import check_model_data
+from gradchain.models.registry import get_model
 from gradchain.randomisers import (
     AdditiveRandomiser,
     ScalarRandomiser,
@@ -855,18 +857,26 @@ def test_eval_data_feature_mismatch(folder: Path) -> None:
         "breast-cancer-chain.toml",
         "breast-cancer-tree.toml",
         "breast-cancer-multi.toml",
+        "breast-cancer-vector.toml",
+        "breast-cancer-additive.toml",
+        "breast-cancer-uniform.toml",
+        "digit-attributes-chain.toml",
+        "digits-pca-tree.toml",
+        "warfarin-chain.toml",
     ],
 )
 def test_shipped_example_loads(name: str) -> None:
     topology = load_topology(EXAMPLES / name)
 
     assert topology.crypto.key_bits == 2048
+    model = get_model(topology.job.model, topology.model_settings)
+    # job.features counts the model's parameters, which each provider's rows must fit.
     for provider in topology.providers:
-        X, _ = load_provider_data(topology, provider)
-        assert X.shape[1] == topology.job.features
+        X, y = load_provider_data(topology, provider)
+        check_model_data(model, X, y, topology.job.features)
     evaluation = load_eval_data(topology)
     if evaluation is not None:
-        assert evaluation[0].shape[1] == topology.job.features
+        check_model_data(model, *evaluation, topology.job.features)
 
 
 def test_shipped_breast_cancer_examples_have_12_providers() -> None:
