@@ -354,9 +354,12 @@ def _format_scores(scores: dict[str, float]) -> str:
 
 def _print_round(record, max_rounds: int) -> None:  # type: ignore[no-untyped-def]
     scores = _format_scores(record.scores) if record.scores else "no held-out data"
+    # The console counts model updates; a failed round is repeated under a new
+    # round number, which the logs and report.md use.
+    logged = f"  (logged as round {record.round})" if record.round != record.iteration else ""
     print(
         f"round {record.iteration:>4}/{max_rounds}  {scores}  "
-        f"contributors {len(record.contributors)}  {record.seconds:.2f} s",
+        f"contributors {len(record.contributors)}  {record.seconds:.2f} s{logged}",
         flush=True,
     )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Coroutine, MutableMapping
 from typing import Any, TypeVar
 
@@ -47,3 +48,12 @@ def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def natural_order(node_id: str) -> tuple[tuple[int, int | str], ...]:
+    """Return a sort key that puts p2 before p10: digit runs compare as numbers."""
+    return tuple(
+        (0, int(part)) if part.isdigit() else (1, part)
+        for part in re.split(r"(\d+)", node_id)
+        if part
+    )

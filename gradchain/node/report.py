@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..faults import Fault, FaultPlan
+from .common import natural_order
 from .comparison import describe_comparison, describe_flagged
 from .eventlog import read_events
 from .learner import write_json_atomically
@@ -150,7 +151,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     for entry in report["rounds"]:
         if entry["outcome"] == "completed":
             outcome_text = f"completed (iteration {entry['iteration']})"
-            contributors = f"{len(entry['contributors'])}: {', '.join(entry['contributors'])}"
+            listed = sorted(entry["contributors"], key=natural_order)
+            contributors = f"{len(listed)}: {', '.join(listed)}"
         else:
             outcome_text = f"{entry['outcome']}: {entry.get('reason') or 'no total'}"
             contributors = "-"
