@@ -17,7 +17,8 @@ import secrets
 import aiomqtt
 
 from ..errors import DuplicateNodeError, ProtocolError, TransportError
-from ..protocol import Liveness, Status, decode
+from ..protocol import Liveness, Status
+from ..protocol.signing import decode_unverified
 from ..protocol.topics import PREFIX, status_topic
 from .broker import BrokerAddress
 
@@ -104,7 +105,7 @@ def _parse_status(payload: object, topic: str) -> Status | None:
     if not isinstance(payload, bytes) or not payload:
         return None  # no retained status, or a cleared one
     try:
-        message = decode(payload)
+        message = decode_unverified(payload)
     except ProtocolError as error:
         logger.warning("ignored an invalid retained status on %s: %s", topic, error)
         return None

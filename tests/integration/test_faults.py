@@ -407,10 +407,11 @@ async def test_corrupted_messages_never_counted(
     assert corrupted
     # A damaged message is rejected at once, so p2 resends it, or it reads as
     # a message of another round, or its sum fails the learner's checks and
-    # the round is repeated.
+    # the round is repeated. With signed messages (the generator's default)
+    # a flipped bit of the body fails the signature check.
     dropped = [
         entry
-        for name in ("dropped_invalid", "dropped_stale")
+        for name in ("dropped_invalid", "dropped_stale", "dropped_signature")
         for entry in events(outcome.results, name)
     ]
     assert dropped or metrics["failed_rounds"]
