@@ -103,7 +103,11 @@ class Connection:
             try:
                 if self.connections == 0:
                     await ensure_not_running(
-                        self.broker, self.job, self.node_id, offline_wait=self.offline_wait
+                        self.broker,
+                        self.job,
+                        self.node_id,
+                        offline_wait=self.offline_wait,
+                        signing=self.signing,
                     )
                 await self._serve(handle, stopped, on_connected)
                 return

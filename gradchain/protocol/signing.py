@@ -19,8 +19,11 @@ signatures are required. The author is ``sender`` of a Contribution or Ack,
 
 Signatures stop forged and altered messages. They do not stop a replay of a
 message its author really sent. The round state machines drop a replayed
-Contribution or Ack as a duplicate or stale one, but a replayed Status of
-the same node instance is accepted.
+Contribution or Ack of the current run as a duplicate or stale one.
+NOTE: a replayed Status of the same node instance is accepted, and so is a
+replayed RoundStart of an earlier run with the same job id and learner key,
+which moves the nodes to that run. Nothing in the envelope binds a payload
+to a time.
 """
 
 from __future__ import annotations

@@ -297,3 +297,38 @@ async def test_last_will_is_signed(mosquitto: MosquittoBroker, time_unit: float)
     )
     with pytest.raises(SignatureError, match="requires signed messages"):
         receiver.open(encode(Status(job=JOB, node="p1", state=Liveness.OFFLINE, instance=INSTANCE)))
+
+
+async def test_forged_online_status_ignored(broker: BrokerAddress, time_unit: float) -> None:
+    # An unsigned online status in p1's name, as any broker client can publish.
+    await retain_status(broker, "p1", Liveness.ONLINE)
+    key = Ed25519PrivateKey.generate()
+
+    await ensure_not_running(
+        broker,
+        JOB,
+        "p1",
+        offline_wait=0.2,
+        connect_timeout=10 * time_unit,
+        signing=status_signing("p1", key),
+    )
+
+
+async def test_signed_online_status_refused(broker: BrokerAddress, time_unit: float) -> None:
+    key = Ed25519PrivateKey.generate()
+    signing = status_signing("p1", key)
+    async with client(broker) as mqtt:
+        payload = signing.seal(
+            encode(Status(job=JOB, node="p1", state=Liveness.ONLINE, instance=INSTANCE))
+        )
+        await mqtt.publish(status_topic(JOB, "p1"), payload, qos=1, retain=True)
+
+    with pytest.raises(DuplicateNodeError, match="already online"):
+        await ensure_not_running(
+            broker,
+            JOB,
+            "p1",
+            offline_wait=0.2,
+            connect_timeout=10 * time_unit,
+            signing=signing,
+        )
