@@ -179,6 +179,13 @@ class MessageSigning:
             return None, bytes(data)
         signer, body, signature = envelope
         key = self.public_keys.get(signer)
+        if key is None and not self.public_keys:
+            raise SignatureError(
+                f"rejected a payload signed by {signer[:64]!r}: this topology has no [signing] "
+                "table, so no signing public keys are loaded; use the same topology file as "
+                "the sender",
+                sender=signer[:64],
+            )
         if key is None:
             raise SignatureError(
                 f"rejected a payload signed by {signer[:64]!r}: no signing public key is known "

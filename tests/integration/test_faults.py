@@ -23,8 +23,9 @@ import tomli_w
 
 from gradchain.node.broker import BrokerAddress, MosquittoBroker
 from gradchain.node.eventlog import read_events
-from gradchain.protocol import RoundStart, decode
+from gradchain.protocol import RoundStart
 from gradchain.protocol.routing import sample_participants
+from gradchain.protocol.signing import decode_unverified
 from gradchain.protocol.topics import round_topic
 from gradchain.topology import load_topology, write_chain
 
@@ -163,7 +164,7 @@ async def wait_for_round(broker: BrokerAddress, round: int, timeout: float) -> R
                         payload = message.payload
                         if not isinstance(payload, bytes) or not payload:
                             continue
-                        start = decode(payload)
+                        start = decode_unverified(payload)
                         if isinstance(start, RoundStart) and start.round >= round:
                             return start
             except aiomqtt.MqttError:
