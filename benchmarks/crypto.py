@@ -16,6 +16,10 @@ For every key size and gradient size it measures, in one run each:
   (decode a contribution from the wire, check that its ciphertexts lie in
   ``(0, n**2)``, add it to the running sum, encode the result) with and
   without the gcd check of each ciphertext, and bytes per element on the wire.
+* Ed25519 message signatures (``[signing]`` topologies): signing the
+  outgoing contribution of the hop into a version 2 envelope, and checking
+  the envelope and the signature of the incoming one, each the median of
+  HOP_RUNS runs.
 
 It writes ``crypto.json`` and ``crypto.md`` (``crypto-quick.*`` with
 ``--quick``) into ``--output-dir`` (default ``benchmarks/results``). See
@@ -43,6 +47,7 @@ from typing import Any
 import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 import phe  # type: ignore[import-untyped]
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from gradchain.crypto import (
     ObfuscatorPool,
@@ -58,6 +63,7 @@ from gradchain.crypto.fixed_base import DEFAULT_WINDOW_BITS, FixedBaseTable
 from gradchain.crypto.obfuscators import shared_source
 from gradchain.crypto.paillier import draw_djn_exponent
 from gradchain.protocol.messages import Contribution
+from gradchain.protocol.signing import seal, signed_bytes, unwrap
 from gradchain.protocol.wire import decode, encode
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -287,6 +293,32 @@ def contribution(ciphertexts: list[int], sender: str = "p2") -> Contribution:
     )
 
 
+def measure_signatures(incoming: bytes, outgoing: bytes) -> dict[str, Any]:
+    """Time the Ed25519 work of one signed hop: verify the incoming payload, sign the outgoing one.
+
+    Verifying covers the envelope checks of ``unwrap`` and the signature
+    check, but not decoding the body, which the unsigned hop does too.
+    """
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key()
+    signed_incoming = seal(incoming, "p2", key)
+
+    def verify() -> None:
+        envelope = unwrap(signed_incoming)
+        assert envelope is not None
+        signer, body, signature = envelope
+        public.verify(signature, signed_bytes(signer, body))
+
+    verify()
+    sign_runs = [timed(lambda: seal(outgoing, "p1", key))[0] for _ in range(HOP_RUNS)]
+    verify_runs = [timed(verify)[0] for _ in range(HOP_RUNS)]
+    return {
+        "sign_ms": 1e3 * float(np.median(sign_runs)),
+        "verify_ms": 1e3 * float(np.median(verify_runs)),
+        "signed_bytes_overhead": len(signed_incoming) - len(incoming),
+    }
+
+
 def measure_gradchain(
     keypair: tuple[PublicKey, PrivateKey],
     values: np.ndarray,
@@ -357,6 +389,7 @@ def measure_gradchain(
     add_s, total = timed(lambda: add_vectors(public_key, first, second))
     result["add_only_ms"] = 1e3 * add_s
     result["bytes_per_element"] = len(outgoing) / size
+    result.update(measure_signatures(incoming, outgoing))
 
     decrypt_all_s, decoded = timed(
         lambda: decrypt_vector(private_key, encoding, total, 2, 1, length=size)
@@ -490,6 +523,23 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {gc['hop_ms']:.2f} | {gc['hop_with_batch_gcd_ms']:.2f} "
                 f"| {gc['hop_with_per_ciphertext_gcd_ms']:.2f} "
                 f"| {phe_row['bytes_per_element']:.0f} | {gc['bytes_per_element']:.1f} |"
+            )
+        lines += [
+            "",
+            "Ed25519 signatures of one hop, for `[signing]` topologies: verify the incoming "
+            "contribution, sign the outgoing one.",
+            "",
+            "| floats | sign ms | verify ms | sign + verify ms | hop ms | share of signed hop "
+            "| bytes added |",
+            "|" + "---|" * 7,
+        ]
+        for row in key["rows"]:
+            gc = row["gradchain"]
+            both = gc["sign_ms"] + gc["verify_ms"]
+            lines.append(
+                f"| {row['size']:,} | {gc['sign_ms']:.3f} | {gc['verify_ms']:.3f} | {both:.3f} "
+                f"| {gc['hop_ms']:.2f} | {100 * both / (both + gc['hop_ms']):.1f}% "
+                f"| {gc['signed_bytes_overhead']} |"
             )
         lines.append("")
     lines += ["## Targets (2048-bit key, 10,000 floats)", ""]

@@ -174,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fault_options(swarm)
     _add_logging_options(swarm, "WARNING")
 
+    keys = commands.add_parser(
+        "keys",
+        help="create the learner's key pair and every signing key pair of a topology, "
+        "and print which files to copy to which machine",
+    )
+    keys.add_argument("topology", type=Path, help="topology file (TOML)")
+
     from .bench.options import add_arguments as add_bench_arguments
 
     bench = commands.add_parser(
@@ -297,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--overwrite", action="store_true", help="replace an existing topology in DIR"
         )
+        sub.add_argument(
+            "--no-signing",
+            action="store_true",
+            help="write no [signing] table, so messages travel unsigned (default: signed, "
+            "with the signing keys in DIR/keys)",
+        )
     return parser
 
 
@@ -306,7 +319,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # its own console shows the rounds and warnings only.
     level = (
         "WARNING"
-        if args.command in ("run", "topology", "predict-dose", "bench")
+        if args.command in ("run", "topology", "predict-dose", "bench", "keys")
         else args.log_level
     )
     _configure_logging(level, getattr(args, "log_file", None))
@@ -321,6 +334,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _topology(args)
         if args.command == "swarm":
             return _swarm(args)
+        if args.command == "keys":
+            return _keys(args)
         if args.command == "bench":
             return _bench(args, argv)
         if args.command == "predict-dose":
@@ -565,6 +580,15 @@ def _learner(args: argparse.Namespace) -> int:
     return 0 if result.succeeded else 1
 
 
+def _keys(args: argparse.Namespace) -> int:
+    from .node.keys import describe_key_files, ensure_deployment_keys
+
+    topology = _load(args.topology)
+    created = ensure_deployment_keys(topology)
+    print(describe_key_files(topology, created))
+    return 0
+
+
 def _predict_dose(args: argparse.Namespace) -> int:
     from .models.warfarin import predict_dose
 
@@ -620,6 +644,8 @@ def _topology(args: argparse.Namespace) -> int:
         options["data_path"] = args.data_path
     if args.model_setting:
         options["model_settings"] = _parse_model_settings(args.model_setting)
+    if args.no_signing:
+        options["signing"] = False
     job_id = args.job_id or f"{args.dataset}-{args.shape}"
     if args.shape == "chain":
         path = generate.write_chain(

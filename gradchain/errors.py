@@ -138,3 +138,11 @@ class StaleMessageError(ProtocolError):
 
 class DuplicateMessageError(ProtocolError):
     """A message already received this round; MQTT QoS 1 delivers at least once."""
+
+
+class SignatureError(ProtocolError):
+    """A payload is unsigned where signatures are required, or its signature does not verify.
+
+    Raised for an unknown signer, an invalid signature and a signer other than
+    the message's author. Nodes log these and drop the message.
+    """

@@ -27,6 +27,7 @@ import tomli_w
 from ..crypto import generate_keypair, make_encoding, save_private_key, save_public_key
 from ..errors import GradchainError, TransportError
 from ..node.broker import BrokerAddress
+from ..node.signatures import create_signing_keys
 from ..randomisers import ScalarRandomiser
 from ..topology import CryptoSettings, Topology, load_topology
 from ..topology.generate import LEARNER_ID, write_chain, write_multi, write_tree
@@ -150,6 +151,7 @@ def write_job(config: Configuration, settings: RunSettings, keys: Path) -> Topol
     (job_dir / "keys").mkdir(exist_ok=True)
     for name in ("learner.key.json", "learner.pub.json"):
         shutil.copy2(keys / name, job_dir / "keys" / name)
+    create_signing_keys(load_topology(path))
     if settings.link_latency is not None or settings.link_bandwidth_mbps is not None:
         _write_link_plan(job_dir / "link.toml", settings)
     return load_topology(path)

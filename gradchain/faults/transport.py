@@ -29,7 +29,8 @@ from typing import NoReturn
 
 from ..errors import ProtocolError, TransportError
 from ..node.transport import Received, Transport
-from ..protocol import Contribution, Message, RoundStart, decode
+from ..protocol import Contribution, Message, RoundStart
+from ..protocol.signing import decode_unverified
 from .injector import CRASH_EXIT_CODE, FaultInjector
 from .plan import CrashFault, DisconnectFault
 
@@ -226,7 +227,7 @@ def _peek(payload: bytes) -> Message | None:
     if not payload:
         return None
     try:
-        return decode(payload)
+        return decode_unverified(payload)
     except ProtocolError:
         return None
 

@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from ..errors import TransportError
 from ..protocol import Liveness, Status, encode
+from ..protocol.signing import MessageSigning, unsigned
 from ..protocol.topics import status_topic
 from .backoff import RECONNECT, Backoff
 from .broker import BrokerAddress
@@ -50,6 +51,7 @@ class Connection:
         backoff: Backoff = RECONNECT,
         offline_wait: float = DEFAULT_OFFLINE_WAIT,
         first_connect_timeout: float = FIRST_CONNECT_TIMEOUT,
+        signing: MessageSigning | None = None,
     ) -> None:
         self.broker = broker
         self.job = job
@@ -62,14 +64,22 @@ class Connection:
         self.backoff = backoff
         self.offline_wait = offline_wait
         self.first_connect_timeout = first_connect_timeout
+        self.signing = unsigned(node_id, node_id) if signing is None else signing
         self.client_id = f"gradchain-{job}-{node_id}"
         self.connected = asyncio.Event()
         self.connections = 0
         self._transport: Transport | None = None
 
     def status(self, state: Liveness) -> bytes:
-        """Return the encoded retained status of this daemon."""
-        return encode(Status(job=self.job, node=self.node_id, state=state, instance=self.instance))
+        """Return the encoded retained status of this daemon, signed when it has a signing key.
+
+        The offline status is also the last will, which the broker publishes
+        after the daemon is gone, so it is signed in advance at each connect.
+        It names this process's random instance id, so a receiver can tell it
+        from the status of an earlier or later process of the same node id.
+        """
+        status = Status(job=self.job, node=self.node_id, state=state, instance=self.instance)
+        return self.signing.seal(encode(status))
 
     async def run(
         self,
@@ -93,7 +103,11 @@ class Connection:
             try:
                 if self.connections == 0:
                     await ensure_not_running(
-                        self.broker, self.job, self.node_id, offline_wait=self.offline_wait
+                        self.broker,
+                        self.job,
+                        self.node_id,
+                        offline_wait=self.offline_wait,
+                        signing=self.signing,
                     )
                 await self._serve(handle, stopped, on_connected)
                 return

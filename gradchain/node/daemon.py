@@ -28,7 +28,7 @@ import numpy as np
 from ..crypto import PublicKey, load_public_key, make_encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..crypto.settings import make_obfuscator_pool
-from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
+from ..errors import DuplicateMessageError, ProtocolError, SignatureError, StaleMessageError
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
 from ..models.interface import count_flagged_rows, create_local_state, flags_rows
@@ -44,7 +44,6 @@ from ..protocol import (
     RoundStart,
     SendAck,
     SendContribution,
-    decode,
     encode,
 )
 from ..protocol.flags import FlagCount, encode_flag_count, flags_topic
@@ -58,6 +57,7 @@ from .connection import Connection
 from .contribution import compute_contribution
 from .eventlog import EventLog
 from .liveness import DEFAULT_OFFLINE_WAIT
+from .signatures import load_message_signing
 from .timing import RoundTimer, round_time
 from .transport import MqttTransport, Received, Transport
 
@@ -160,6 +160,7 @@ class NodeDaemon:
         self.model = get_model(topology.job.model, topology.model_settings)
         self.report = NodeReport(node_id=node_id)
         self.instance = secrets.token_hex(8)
+        self.signing = load_message_signing(topology, node_id, self.log)
         self._features: np.ndarray | None = None
         self._labels: np.ndarray | None = None
         #: Provider-local model state, such as a recommender's user factors; None for most models.
@@ -183,6 +184,7 @@ class NodeDaemon:
             events=self.events,
             wrap=None if self.injector is None else self._wrap_transport,
             offline_wait=offline_wait,
+            signing=self.signing,
         )
         self._finished = asyncio.Event()
         self._deadline_timer: asyncio.Task[None] | None = None
@@ -232,9 +234,9 @@ class NodeDaemon:
         arrived_at = time.time()
         handling_started = time.perf_counter()
         try:
-            message = decode(received.payload)
+            message = self.signing.open(received.payload)
         except ProtocolError as error:
-            self._note_dropped(received.topic, error, round=None)
+            self._note_dropped(received.topic, error, round=error.round)
             return
         round_before = (self.protocol.run, self.protocol.round)
         try:
@@ -282,7 +284,8 @@ class NodeDaemon:
             job=self.topology.job.id, run=done.run, node=self.node_id, flagged=flagged
         )
         published = await self.connection.publish(
-            flags_topic(self.topology.job.id, self.node_id), encode_flag_count(message)
+            flags_topic(self.topology.job.id, self.node_id),
+            self.signing.seal(encode_flag_count(message)),
         )
         if published:
             self.log.info("flagged %d rows with the final theta and sent the count", flagged)
@@ -298,6 +301,8 @@ class NodeDaemon:
             event = "dropped_duplicate"
         elif isinstance(error, StaleMessageError):
             event = "dropped_stale"
+        elif isinstance(error, SignatureError):
+            event = "dropped_signature"
         else:
             event = "dropped_invalid"
         self.events.record(
@@ -453,7 +458,9 @@ class NodeDaemon:
         assert self.protocol.public_key is not None
         message = action.message
         encoding_started = time.perf_counter()
-        payload = encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
+        payload = self.signing.seal(
+            encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
+        )
         sent_at = time.time()
         publishing_started = time.perf_counter()
         published = await self.connection.publish(
@@ -507,7 +514,7 @@ class NodeDaemon:
             )
 
     async def _send_ack(self, action: SendAck) -> None:
-        payload = encode(action.message)
+        payload = self.signing.seal(encode(action.message))
         await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
 
 

@@ -37,7 +37,8 @@ from ..errors import ConfigError, GradchainError, ProtocolError, TransportError
 from ..faults import CRASH_EXIT_CODE, BrokerRestartFault, FaultPlan, load_fault_plan
 from ..models import get_model
 from ..models.training import ScheduleKind, StepSchedule, plaintext_distributed_gd
-from ..protocol import RoundStart, decode
+from ..protocol import RoundStart
+from ..protocol.signing import decode_unverified
 from ..protocol.topics import round_topic
 from ..topology import Topology, load_eval_data, load_provider_data
 from .backoff import RECONNECT
@@ -52,6 +53,7 @@ from .common import NodeLogger
 from .comparison import pooled_reference
 from .eventlog import EventLog
 from .learner import load_or_create_keys, write_json_atomically
+from .signatures import create_signing_keys
 from .report import write_report
 
 logger = logging.getLogger(__name__)
@@ -151,9 +153,12 @@ async def run_job(
             f"{faults}: faults[{plan.broker_restarts[0].index}] restarts the broker, but gradchain can "
             f"only restart a broker it started; drop --broker {broker_url} or add --mosquitto"
         )
-    # The key pair exists before any node starts, so every node can pin the
-    # learner's public key from its file.
+    # The key pairs exist before any node starts, so every node can pin the
+    # learner's public key from its file and load the signing keys it needs.
     load_or_create_keys(topology, NodeLogger(logger, topology.learner.id))
+    created = create_signing_keys(topology)
+    if created:
+        logger.info("created the signing key pairs of %s", ", ".join(created))
     _cancel_on_signals()
     metrics = await _run_once(
         topology,
@@ -509,7 +514,7 @@ def _round_start(payload: object) -> RoundStart | None:
     if not isinstance(payload, bytes) or not payload:
         return None
     try:
-        message = decode(payload)
+        message = decode_unverified(payload)
     except ProtocolError:
         return None
     return message if isinstance(message, RoundStart) else None

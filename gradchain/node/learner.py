@@ -41,6 +41,7 @@ from ..errors import (
     CryptoError,
     DuplicateMessageError,
     ProtocolError,
+    SignatureError,
     StaleMessageError,
     TransportError,
 )
@@ -62,10 +63,9 @@ from ..protocol import (
     RoundFailed,
     RoundStart,
     Status,
-    decode,
     encode,
 )
-from ..protocol.flags import FlagCount, decode_flag_count, flags_wildcard
+from ..protocol.flags import FlagCount, flags_wildcard
 from ..protocol.topics import inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_eval_data
 from .broker import BrokerAddress
@@ -74,6 +74,7 @@ from .common import NodeLogger, log_dropped
 from .connection import Connection
 from .eventlog import EventLog
 from .liveness import DEFAULT_OFFLINE_WAIT
+from .signatures import load_message_signing
 from .timing import RoundTimer
 from .transport import MqttTransport, Received, Transport
 
@@ -288,6 +289,7 @@ class LearnerDaemon:
         if flags_rows(self.model):
             self.result.flagged_rows = {}
             subscriptions.append(flags_wildcard(job))
+        self.signing = load_message_signing(topology, topology.learner.id, self.log)
         self.connection = Connection(
             broker,
             job=job,
@@ -298,6 +300,7 @@ class LearnerDaemon:
             events=self.events,
             wrap=None if self.injector is None else self._wrap_transport,
             offline_wait=offline_wait,
+            signing=self.signing,
         )
 
     def _wrap_transport(self, inner: MqttTransport) -> Transport:
@@ -432,7 +435,7 @@ class LearnerDaemon:
     def _note_flag_count(self, topic: str, payload: bytes) -> None:
         """Record a provider's count of flagged rows, dropping it unless it is for this run."""
         try:
-            count: FlagCount = decode_flag_count(payload)
+            count: FlagCount = self.signing.open_flag_count(payload)
         except ProtocolError as error:
             self._note_dropped(topic, error)
             return
@@ -497,7 +500,7 @@ class LearnerDaemon:
         arrived_at = time.time()
         handling_started = time.perf_counter()
         try:
-            message = decode(received.payload)
+            message = self.signing.open(received.payload)
         except ProtocolError as error:
             self._note_dropped(received.topic, error)
             return
@@ -517,7 +520,7 @@ class LearnerDaemon:
             )
         for ack in self.protocol.acks_to_send():
             await self.connection.publish(
-                inbox_topic(self.topology.job.id, ack.to), encode(ack.message)
+                inbox_topic(self.topology.job.id, ack.to), self.signing.seal(encode(ack.message))
             )
         await self._execute(actions)
 
@@ -527,6 +530,8 @@ class LearnerDaemon:
             event = "dropped_duplicate"
         elif isinstance(error, StaleMessageError):
             event = "dropped_stale"
+        elif isinstance(error, SignatureError):
+            event = "dropped_signature"
         else:
             event = "dropped_invalid"
         self.events.record(
@@ -585,7 +590,7 @@ class LearnerDaemon:
             self.timer.start(message.round)
         self._round_published.clear()
         if await self.connection.publish(
-            round_topic(self.topology.job.id), encode(message), retain=True
+            round_topic(self.topology.job.id), self.signing.seal(encode(message)), retain=True
         ):
             self._round_published.set()
         if isinstance(message, RoundStart):
@@ -601,7 +606,7 @@ class LearnerDaemon:
         if message is None:
             return
         if await self.connection.publish(
-            round_topic(self.topology.job.id), encode(message), retain=True
+            round_topic(self.topology.job.id), self.signing.seal(encode(message)), retain=True
         ):
             self._round_published.set()
             self.log.info("published round %d again after reconnecting", message.round)

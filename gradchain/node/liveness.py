@@ -17,7 +17,8 @@ import secrets
 import aiomqtt
 
 from ..errors import DuplicateNodeError, ProtocolError, TransportError
-from ..protocol import Liveness, Status, decode
+from ..protocol import Liveness, Status
+from ..protocol.signing import MessageSigning, decode_unverified
 from ..protocol.topics import PREFIX, status_topic
 from .broker import BrokerAddress
 
@@ -36,6 +37,7 @@ async def ensure_not_running(
     *,
     offline_wait: float = DEFAULT_OFFLINE_WAIT,
     connect_timeout: float = 30.0,
+    signing: MessageSigning | None = None,
 ) -> None:
     """Raise DuplicateNodeError when the retained status shows ``node_id`` online in ``job``.
 
@@ -45,6 +47,9 @@ async def ensure_not_running(
     is known. An online status may belong to a process that has just crashed
     and whose last will the broker has not published yet, so the check waits
     up to ``offline_wait`` seconds for it to turn offline before it raises.
+
+    With ``signing`` the check ignores a status whose signature does not
+    verify, so a forged online status cannot keep a node from starting.
 
     Raises TransportError when the broker cannot be reached.
     """
@@ -72,7 +77,7 @@ async def ensure_not_running(
                         marker_seen = True
                         timer.reschedule(loop.time() + offline_wait)
                     elif message.topic.matches(topic):
-                        status = _parse_status(message.payload, topic)
+                        status = _parse_status(message.payload, topic, signing)
                     if marker_seen and (status is None or status.state is Liveness.OFFLINE):
                         return
                     if marker_seen and status is not None:
@@ -100,11 +105,13 @@ async def ensure_not_running(
         ) from exc
 
 
-def _parse_status(payload: object, topic: str) -> Status | None:
+def _parse_status(
+    payload: object, topic: str, signing: MessageSigning | None = None
+) -> Status | None:
     if not isinstance(payload, bytes) or not payload:
         return None  # no retained status, or a cleared one
     try:
-        message = decode(payload)
+        message = decode_unverified(payload) if signing is None else signing.open(payload)
     except ProtocolError as error:
         logger.warning("ignored an invalid retained status on %s: %s", topic, error)
         return None

@@ -29,6 +29,7 @@ PROTOCOL_EVENTS = (
     "dropped_duplicate",
     "dropped_stale",
     "dropped_invalid",
+    "dropped_signature",
     "connection_lost",
     "reconnected",
     "resumed",

@@ -9,6 +9,10 @@ nothing about their value.
 :func:`decode` trusts nothing: it bounds sizes before unpacking, checks every
 field's type and lets the message classes check values. Every failure raises
 :class:`~gradchain.errors.ProtocolError`.
+
+In a topology with a ``[signing]`` table every payload of this format travels
+as the body of a signed version 2 envelope (see :mod:`.signing`), which the
+receiving daemon verifies before it calls :func:`decode` on the body.
 """
 
 from __future__ import annotations

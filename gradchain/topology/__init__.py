@@ -20,6 +20,7 @@ from gradchain.topology.model import (
     JobSettings,
     LearnerSpec,
     NodeSpec,
+    SigningSettings,
     Topology,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "JobSettings",
     "LearnerSpec",
     "NodeSpec",
+    "SigningSettings",
     "Topology",
     "load_eval_data",
     "load_provider_data",

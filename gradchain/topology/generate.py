@@ -10,7 +10,11 @@ providers and writes:
 - any file the data set comes with, such as ``standardisation.json`` for
   "warfarin", into ``<data_dir>``;
 - the topology file, whose paths are relative to its own folder. The key
-  paths point into ``<keys_dir>``, where the learner creates the key files.
+  paths point into ``<keys_dir>``, where the learner creates its Paillier
+  key files. Unless ``signing=False`` the file has a ``[signing]`` table
+  with ``keys = "<keys_dir>"`` and ``required = true``, so its messages are
+  signed. The generators create no key files: ``gradchain run`` and
+  ``gradchain keys`` create the missing signing key pairs.
 
 The generators validate the settings with the same checks as
 :func:`~gradchain.topology.load.load_topology` before they write anything,
@@ -86,6 +90,7 @@ class _Layout:
     data_dir: str
     keys_dir: str
     overwrite: bool
+    signing: bool = True
 
     @property
     def topology_file(self) -> Path:
@@ -105,6 +110,7 @@ def write_chain(
     filename: str = "topology.toml",
     data_dir: str = "data",
     keys_dir: str = "keys",
+    signing: bool = True,
     overwrite: bool = False,
     rounds: int = 60,
     learning_rate: float = 0.05,
@@ -132,7 +138,9 @@ def write_chain(
     """Write a chain p1 -> p2 -> ... -> pN -> learner and return the topology file's path.
 
     ``job_id`` defaults to ``<dataset_name>-chain``. ``data_dir`` and
-    ``keys_dir`` are relative to ``out_dir``. Every provider is a node with
+    ``keys_dir`` are relative to ``out_dir``. ``signing`` writes a
+    ``[signing]`` table that requires signed messages, with its key files in
+    ``keys_dir``. Every provider is a node with
     data, and the chain takes N hops. The job's model is the one the data
     set is prepared for (:data:`gradchain.data.DATASET_MODELS`), and
     ``model_settings`` becomes its ``[model]`` table, for example
@@ -160,6 +168,7 @@ def write_chain(
             filename=filename,
             data_dir=data_dir,
             keys_dir=keys_dir,
+            signing=signing,
             overwrite=overwrite,
         ),
         settings=_Settings(
@@ -198,6 +207,7 @@ def write_tree(
     filename: str = "topology.toml",
     data_dir: str = "data",
     keys_dir: str = "keys",
+    signing: bool = True,
     overwrite: bool = False,
     rounds: int = 60,
     learning_rate: float = 0.05,
@@ -252,6 +262,7 @@ def write_tree(
             filename=filename,
             data_dir=data_dir,
             keys_dir=keys_dir,
+            signing=signing,
             overwrite=overwrite,
         ),
         settings=_Settings(
@@ -291,6 +302,7 @@ def write_multi(
     filename: str = "topology.toml",
     data_dir: str = "data",
     keys_dir: str = "keys",
+    signing: bool = True,
     overwrite: bool = False,
     seed: int = 0,
     test_fraction: float = 0.2,
@@ -348,6 +360,7 @@ def write_multi(
             filename=filename,
             data_dir=data_dir,
             keys_dir=keys_dir,
+            signing=signing,
             overwrite=overwrite,
         ),
         settings=_Settings(**resolved),
@@ -446,7 +459,8 @@ def _write(
         (layout.out_dir / relative).write_text(text, encoding="utf-8")
     header = (
         f"# {description}, data set {dataset_name}, seed {seed}.\n"
-        "# Written by gradchain.topology.generate. The learner creates the key files.\n\n"
+        "# Written by gradchain.topology.generate. The learner creates its Paillier key files;\n"
+        "# `gradchain run` or `gradchain keys` creates the signing key pairs.\n\n"
     )
     layout.out_dir.mkdir(parents=True, exist_ok=True)
     layout.topology_file.write_text(header + tomli_w.dumps(document), encoding="utf-8")
@@ -518,6 +532,8 @@ def _document(
         job = document["job"]
         assert isinstance(job, dict)
         job["uniform_normalise"] = settings.uniform_normalise
+    if layout.signing:
+        document["signing"] = {"keys": str(keys), "required": True}
     if model_settings:
         # Fills in defaults and raises ConfigError for an unknown or invalid key.
         resolve_settings(model, model_settings)

@@ -37,6 +37,7 @@ from gradchain.topology.model import (
     JobSettings,
     LearnerSpec,
     NodeSpec,
+    SigningSettings,
     Topology,
 )
 
@@ -53,7 +54,7 @@ SECURE_KEY_BITS = 2048
 
 DATA_SUFFIXES = (".npz", ".csv")
 
-_TOP_KEYS = ("job", "crypto", "learner", "nodes", "model")
+_TOP_KEYS = ("job", "crypto", "learner", "nodes", "model", "signing")
 _JOB_KEYS = (
     "id",
     "model",
@@ -85,6 +86,10 @@ _CRYPTO_KEYS = (
 )
 _LEARNER_KEYS = ("id", "public_key", "private_key", "eval_data")
 _NODE_KEYS = ("id", "data", "next")
+_SIGNING_KEYS = ("keys", "required")
+
+DEFAULT_SIGNING_KEYS = "keys"
+"""Default ``signing.keys`` folder, the folder of the learner's default Paillier key files."""
 
 
 def load_topology(path: str | os.PathLike[str]) -> Topology:
@@ -137,6 +142,9 @@ def parse_topology(
     crypto = _parse_crypto(_subtable(top, "crypto", required=False))
     learner = _parse_learner(_subtable(top, "learner", required=True), base)
     nodes = _parse_nodes(top, learner.id, base)
+    signing = None
+    if "signing" in top.values:
+        signing = _parse_signing(_subtable(top, "signing", required=True), base)
 
     _check_next_hops(nodes, learner.id, str(path))
     _check_reaches_learner(nodes, learner.id, str(path))
@@ -171,6 +179,7 @@ def parse_topology(
         learner=learner,
         nodes=nodes,
         model_settings=model_settings,
+        signing=signing,
     )
 
 
@@ -368,6 +377,27 @@ def _parse_learner(table: Table, base: Path) -> LearnerSpec:
         private_key=_resolve(base, table.get_str("private_key", f"keys/{learner_id}.key.json")),
         eval_data=None if eval_data is None else _resolve(base, eval_data),
     )
+
+
+def _parse_signing(table: Table, base: Path) -> SigningSettings:
+    table.reject_unknown_keys(_SIGNING_KEYS)
+    keys = table.values.get("keys", DEFAULT_SIGNING_KEYS)
+    table.require(
+        "keys",
+        isinstance(keys, str) and keys.strip() != "",
+        f"expected the folder of the signing key files, got {describe_value(keys)}",
+        f'set keys = "{DEFAULT_SIGNING_KEYS}" (relative to the topology file) or remove the key',
+    )
+    assert isinstance(keys, str)
+    required = table.values.get("required", True)
+    table.require(
+        "required",
+        isinstance(required, bool),
+        f"expected true or false, got {describe_value(required)}",
+        "set required = true to reject unsigned messages, or false to accept them",
+    )
+    assert isinstance(required, bool)
+    return SigningSettings(keys=_resolve(base, keys), required=required)
 
 
 def _parse_nodes(top: Table, learner_id: str, base: Path) -> dict[str, NodeSpec]:

@@ -90,6 +90,22 @@ class CryptoSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class SigningSettings:
+    """The ``[signing]`` table: Ed25519 signatures on every message.
+
+    ``keys`` is the folder of the ``ID.sign.key`` and ``ID.sign.pub`` files
+    (see :mod:`gradchain.crypto.signkeys`). ``required`` makes every
+    participant reject unsigned payloads. With ``required`` false a
+    participant signs when it has its own key and rejects bad signatures, but
+    accepts unsigned payloads, which only helps while moving a deployment to
+    signed messages.
+    """
+
+    keys: Path
+    required: bool = True
+
+
+@dataclass(frozen=True, kw_only=True)
 class LearnerSpec:
     """The learner: its id, the paths of its key files and its optional held-out data."""
 
@@ -133,6 +149,8 @@ class Topology:
     nodes: Mapping[str, NodeSpec]
     model_settings: Mapping[str, int | float] = field(default_factory=dict)
     """The ``[model]`` table, such as ``components`` for PCA. Absent keys take their defaults."""
+    signing: SigningSettings | None = None
+    """The ``[signing]`` table, or None when the file has none and messages travel unsigned."""
 
     @cached_property
     def settings_digest(self) -> str:

@@ -24,6 +24,9 @@ GRADCHAIN_FIELDS = {
     "bytes_per_element",
     "decrypt_all_cores_ms",
     "decrypt_1_thread_ms",
+    "sign_ms",
+    "verify_ms",
+    "signed_bytes_overhead",
 }
 PHE_FIELDS = {
     "elements_timed",

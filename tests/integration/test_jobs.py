@@ -17,7 +17,8 @@ from gradchain.data import load_data_file
 from gradchain.errors import ProtocolError
 from gradchain.models import LogisticRegression, StepSchedule, plaintext_distributed_gd
 from gradchain.node.broker import MosquittoBroker
-from gradchain.protocol import Contribution, RoundStart, decode
+from gradchain.protocol import Contribution, RoundStart
+from gradchain.protocol.signing import decode_unverified
 from gradchain.topology import load_topology, write_chain, write_tree
 
 from .helpers import JOB_TIMEOUT, WireRecording, record_wire, run_job
@@ -208,7 +209,7 @@ def _audit_wire(wire: WireRecording, topology_path: Path) -> None:
         if not payload:
             continue  # a cleared retained message
         try:
-            message = decode(payload)
+            message = decode_unverified(payload)
         except ProtocolError:
             undecodable.append(topic)
             continue

@@ -22,6 +22,7 @@ from gradchain.data import load_data_file, save_npz
 from gradchain.models import StepSchedule, get_model, initial_theta, plaintext_distributed_gd
 from gradchain.node.broker import MosquittoBroker
 from gradchain.protocol.flags import flags_wildcard
+from gradchain.protocol.signing import unwrap
 from gradchain.topology import Topology, load_topology, write_chain, write_tree
 from tests.models.helpers import movielens_folder
 
@@ -338,7 +339,12 @@ async def test_providers_count_planted_outliers(
     reports = [payload for topic, payload in wire.messages if topic.startswith(prefix)]
     assert len(reports) == len(topology.providers)
     for payload in reports:
-        body = msgpack.unpackb(payload)
+        # The generated topology signs messages, so the count is the body of an envelope.
+        envelope = unwrap(payload)
+        assert envelope is not None
+        signer, signed_body, _ = envelope
+        body = msgpack.unpackb(signed_body)
+        assert signer == body["node"]
         # Only the count: no rows, residuals, threshold or row count.
         assert set(body) == {"v", "type", "job", "run", "node", "flagged"}
         assert body["flagged"] == expected[body["node"]]

@@ -18,6 +18,7 @@ from gradchain.node.checkpoint import (
     save_checkpoint,
 )
 from gradchain.node.learner import LearnerDaemon
+from gradchain.node.signatures import create_signing_keys
 from gradchain.topology import load_topology, write_chain
 
 BROKER = BrokerAddress(host="127.0.0.1", port=1883)  # never connected to in these tests
@@ -90,9 +91,11 @@ def test_invalid_checkpoint_rejected(tmp_path: Path, text: str, error: str) -> N
 
 @pytest.fixture
 def learner_topology(tmp_path: Path) -> Path:
-    return write_chain(
+    path = write_chain(
         tmp_path / "job", "breast-cancer", 3, job_id="bc-chain", key_bits=512, rounds=5, seed=1
     )
+    create_signing_keys(load_topology(path))
+    return path
 
 
 def first_learner(topology_path: Path, results: Path) -> LearnerDaemon:

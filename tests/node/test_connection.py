@@ -6,20 +6,23 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import aiomqtt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from gradchain.errors import DuplicateNodeError, TransportError
+from gradchain.errors import DuplicateNodeError, SignatureError, TransportError
 from gradchain.node.backoff import Backoff
 from gradchain.node.broker import BrokerAddress, MosquittoBroker, find_free_port
 from gradchain.node.common import NodeLogger
 from gradchain.node.connection import Connection
 from gradchain.node.eventlog import EventLog, read_events
 from gradchain.node.liveness import ensure_not_running
-from gradchain.node.transport import Received
+from gradchain.node.transport import MqttTransport, Received
 from gradchain.protocol import Liveness, Status, decode, encode
+from gradchain.protocol.signing import MessageSigning
 from gradchain.protocol.topics import status_topic
 
 JOB = "job-1"
@@ -127,9 +130,8 @@ def connection(
         subscriptions=(f"gradchain/{JOB}/inbox/{node}",),
         log=NodeLogger(logging.getLogger("test"), node),
         events=events,
-        backoff=FAST,
         offline_wait=0.2,
-        **options,  # type: ignore[arg-type]
+        **{"backoff": FAST, **options},  # type: ignore[arg-type]
     )
 
 
@@ -237,3 +239,96 @@ async def test_connection_gives_up_on_missing_broker(time_unit: float) -> None:
     with pytest.raises(TransportError, match="cannot read the status"):
         async with asyncio.timeout(10 * time_unit):
             await link.run(ignore, asyncio.Event())
+
+
+# Signed status and last will
+
+
+def status_signing(node: str, key: Ed25519PrivateKey) -> MessageSigning:
+    return MessageSigning(
+        own_id=node,
+        learner_id="learner",
+        private_key=key,
+        public_keys={node: key.public_key()},
+        required=True,
+    )
+
+
+async def test_last_will_is_signed(mosquitto: MosquittoBroker, time_unit: float) -> None:
+    key = Ed25519PrivateKey.generate()
+    transports: list[MqttTransport] = []
+
+    def keep(inner: MqttTransport) -> MqttTransport:
+        transports.append(inner)
+        return inner
+
+    link = connection(
+        mosquitto.address,
+        EventLog(None, "p1"),
+        signing=status_signing("p1", key),
+        wrap=keep,
+        # Long enough that the will arrives before the connection comes back online.
+        backoff=Backoff(initial=30.0, maximum=30.0, jitter=0.0),
+    )
+    stopped = asyncio.Event()
+    connections = Connections(link)
+    running = asyncio.create_task(link.run(ignore, stopped, on_connected=connections.on_connected))
+    try:
+        await connections.wait_for(1, 10 * time_unit)
+        async with client(mosquitto.address) as mqtt:
+            await mqtt.subscribe(status_topic(JOB, "p1"), qos=1)
+            messages = aiter(mqtt.messages)
+            online = (await anext(messages)).payload
+            transports[0].abort()
+            async with asyncio.timeout(10 * time_unit):
+                will = (await anext(messages)).payload
+    finally:
+        stopped.set()
+        await running
+
+    receiver = status_signing("learner", Ed25519PrivateKey.generate())
+    receiver = replace(receiver, public_keys={"p1": key.public_key()})
+    assert isinstance(online, bytes) and isinstance(will, bytes)
+    assert receiver.open(online) == Status(
+        job=JOB, node="p1", state=Liveness.ONLINE, instance=INSTANCE
+    )
+    assert receiver.open(will) == Status(
+        job=JOB, node="p1", state=Liveness.OFFLINE, instance=INSTANCE
+    )
+    with pytest.raises(SignatureError, match="requires signed messages"):
+        receiver.open(encode(Status(job=JOB, node="p1", state=Liveness.OFFLINE, instance=INSTANCE)))
+
+
+async def test_forged_online_status_ignored(broker: BrokerAddress, time_unit: float) -> None:
+    # An unsigned online status in p1's name, as any broker client can publish.
+    await retain_status(broker, "p1", Liveness.ONLINE)
+    key = Ed25519PrivateKey.generate()
+
+    await ensure_not_running(
+        broker,
+        JOB,
+        "p1",
+        offline_wait=0.2,
+        connect_timeout=10 * time_unit,
+        signing=status_signing("p1", key),
+    )
+
+
+async def test_signed_online_status_refused(broker: BrokerAddress, time_unit: float) -> None:
+    key = Ed25519PrivateKey.generate()
+    signing = status_signing("p1", key)
+    async with client(broker) as mqtt:
+        payload = signing.seal(
+            encode(Status(job=JOB, node="p1", state=Liveness.ONLINE, instance=INSTANCE))
+        )
+        await mqtt.publish(status_topic(JOB, "p1"), payload, qos=1, retain=True)
+
+    with pytest.raises(DuplicateNodeError, match="already online"):
+        await ensure_not_running(
+            broker,
+            JOB,
+            "p1",
+            offline_wait=0.2,
+            connect_timeout=10 * time_unit,
+            signing=signing,
+        )

@@ -130,8 +130,43 @@ HOSTILE_CASES = [
         set_top("jobs", {}),
         None,
         "jobs",
-        "unknown key (allowed keys: job, crypto, learner, nodes, model)",
+        "unknown key (allowed keys: job, crypto, learner, nodes, model, signing)",
         id="unknown-top-level-table",
+    ),
+    pytest.param(
+        set_top("signing", "keys"),
+        None,
+        "signing",
+        "expected a table [signing]",
+        id="signing-not-table",
+    ),
+    pytest.param(
+        set_top("signing", {"keys": "keys", "sign": True}),
+        None,
+        "signing.sign",
+        "unknown key (allowed keys: keys, required)",
+        id="signing-unknown-key",
+    ),
+    pytest.param(
+        set_top("signing", {"keys": ""}),
+        None,
+        "signing.keys",
+        "expected the folder of the signing key files, got string ''",
+        id="signing-keys-empty",
+    ),
+    pytest.param(
+        set_top("signing", {"keys": 3}),
+        None,
+        "signing.keys",
+        "expected the folder of the signing key files",
+        id="signing-keys-not-string",
+    ),
+    pytest.param(
+        set_top("signing", {"required": "yes"}),
+        None,
+        "signing.required",
+        "expected true or false, got string 'yes'",
+        id="signing-required-not-bool",
     ),
     pytest.param(remove_top("job"), None, "job", "missing required table [job]", id="no-job"),
     pytest.param(set_top("job", 5), None, "job", "expected a table", id="job-not-table"),
@@ -616,9 +651,7 @@ def test_provider_splits_portions_over_disjoint_aggregators(folder: Path) -> Non
     assert topology.nodes["p3"].portions == 2
     assert topology.portion_paths("p3") == (("a1", "learner"), ("a2", "x2", "learner"))
     assert topology.portion_paths("p1") == (("p2", "a1", "learner"),)
-    assert topology.portion_routes() == {
-        "p3": (frozenset({"a1"}), frozenset({"a2", "x2"}))
-    }
+    assert topology.portion_routes() == {"p3": (frozenset({"a1"}), frozenset({"a2", "x2"}))}
     # Both portions count p3 upstream of the nodes they pass.
     assert "p3" in topology.providers_upstream_of("a1")
     assert "p3" in topology.providers_upstream_of("x2")
@@ -869,6 +902,9 @@ def test_shipped_example_loads(name: str) -> None:
     topology = load_topology(EXAMPLES / name)
 
     assert topology.crypto.key_bits == 2048
+    assert topology.signing is not None
+    assert topology.signing.required
+    assert topology.signing.keys == topology.learner.public_key.parent
     model = get_model(topology.job.model, topology.model_settings)
     # job.features counts the model's parameters, which each provider's rows must fit.
     for provider in topology.providers:
@@ -1122,3 +1158,53 @@ def test_invalid_randomiser_setting_rejected(
     assert error.path == str(path)
     assert error.key == key
     assert message in str(error)
+
+
+# The [signing] table
+
+
+def test_signing_absent_by_default(folder: Path) -> None:
+    topology = load_topology(write_topology(folder, base_document()))
+
+    assert topology.signing is None
+
+
+def test_signing_defaults(folder: Path) -> None:
+    document = base_document()
+    document["signing"] = {}
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.signing is not None
+    assert topology.signing.keys == (folder / "keys").resolve()
+    assert topology.signing.required is True
+
+
+def test_signing_keys_relative_to_file(folder: Path) -> None:
+    document = base_document()
+    document["signing"] = {"keys": "secrets/signing", "required": False}
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.signing is not None
+    assert topology.signing.keys == (folder / "secrets" / "signing").resolve()
+    assert topology.signing.required is False
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "fix"),
+    [
+        ({"keys": ""}, "signing.keys", 'set keys = "keys"'),
+        ({"required": 1}, "signing.required", "set required = true"),
+    ],
+)
+def test_signing_error_names_fix(folder: Path, table: Document, key: str, fix: str) -> None:
+    document = base_document()
+    document["signing"] = table
+
+    with pytest.raises(TopologyError) as caught:
+        load_topology(write_topology(folder, document))
+
+    assert caught.value.key == key
+    assert caught.value.fix is not None
+    assert fix in caught.value.fix

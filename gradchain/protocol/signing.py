@@ -1,0 +1,218 @@
+"""End-to-end Ed25519 signatures on wire payloads, without IO.
+
+A signed payload is a msgpack map of wire format version 2 that wraps the
+version 1 payload of :mod:`.wire` (or of :mod:`.flags`) as bytes::
+
+    {"v": 2, "signer": "p2", "body": <bytes of the v1 map>, "sig": <64 bytes>}
+
+``sig`` is the Ed25519 signature of ``SIGNATURE_CONTEXT + signer + b"\\0" +
+body``, so a signature made for one signer id never verifies for another.
+The receiver verifies ``body`` exactly as received and only then parses it,
+so no re-encoding can change what was signed.
+
+:class:`MessageSigning` seals outgoing payloads with the own key and opens
+incoming ones. Opening raises :class:`~gradchain.errors.SignatureError` in
+four cases: the signer has no known public key, the signature is invalid, the
+signer is not the message's author, or the payload is unsigned while
+signatures are required. The author is ``sender`` of a Contribution or Ack,
+``node`` of a Status or FlagCount, and the learner for RoundStart and JobDone.
+
+Signatures stop forged and altered messages. They do not stop a replay of a
+message its author really sent. The round state machines drop a replayed
+Contribution or Ack of the current run as a duplicate or stale one.
+NOTE: a replayed Status of the same node instance is accepted, and so is a
+replayed RoundStart of an earlier run with the same job id and learner key,
+which moves the nodes to that run. Nothing in the envelope binds a payload
+to a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from ..errors import ProtocolError, SignatureError
+from .flags import FlagCount, decode_flag_count
+from .messages import Ack, Contribution, JobDone, Message, RoundStart, Status
+from .wire import MAX_MESSAGE_BYTES, WIRE_VERSION, decode
+
+SIGNED_WIRE_VERSION = 2
+SIGNATURE_BYTES = 64
+SIGNATURE_CONTEXT = b"gradchain signed payload v2\0"
+
+_ENVELOPE_FIELDS = frozenset({"v", "signer", "body", "sig"})
+
+
+def signed_bytes(signer: str, body: bytes) -> bytes:
+    """Return the bytes that the signature of ``body`` by ``signer`` covers."""
+    return SIGNATURE_CONTEXT + signer.encode("utf-8") + b"\0" + body
+
+
+def seal(body: bytes, signer: str, key: Ed25519PrivateKey) -> bytes:
+    """Wrap the version 1 payload ``body`` in a signed version 2 envelope."""
+    envelope = {
+        "v": SIGNED_WIRE_VERSION,
+        "signer": signer,
+        "body": body,
+        "sig": key.sign(signed_bytes(signer, body)),
+    }
+    packed: bytes = msgpack.packb(envelope, use_bin_type=True)
+    return packed
+
+
+def unwrap(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str, bytes, bytes] | None:
+    """Split a signed envelope into signer, body and signature, or return None for a v1 payload.
+
+    Checks the envelope's shape only, not the signature. Raises
+    ProtocolError when ``data`` is neither a version 1 payload nor a well
+    formed version 2 envelope.
+    """
+    if not isinstance(data, bytes | bytearray):
+        raise ProtocolError(f"invalid payload: expected bytes, got {type(data).__name__}")
+    if len(data) > max_bytes:
+        raise ProtocolError(f"payload of {len(data)} bytes exceeds the limit of {max_bytes} bytes")
+    try:
+        outer: Any = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True)
+    except (msgpack.UnpackException, ValueError, TypeError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"invalid msgpack payload: {exc}") from exc
+    if not isinstance(outer, dict):
+        raise ProtocolError(f"invalid payload: expected a map, got {type(outer).__name__}")
+    version = outer.get("v")
+    if type(version) is int and version == WIRE_VERSION:
+        return None
+    if type(version) is not int or version != SIGNED_WIRE_VERSION:
+        raise ProtocolError(
+            f"unsupported wire format version {version!r}: expected {WIRE_VERSION} "
+            f"or {SIGNED_WIRE_VERSION} (signed)"
+        )
+    if set(outer) != _ENVELOPE_FIELDS:
+        raise ProtocolError(
+            f"invalid signed payload: expected the fields {sorted(_ENVELOPE_FIELDS)}, "
+            f"got {sorted(outer)}"
+        )
+    signer, body, signature = outer["signer"], outer["body"], outer["sig"]
+    if not isinstance(signer, str) or not isinstance(body, bytes):
+        raise ProtocolError("invalid signed payload: expected a string signer and a byte body")
+    if not isinstance(signature, bytes) or len(signature) != SIGNATURE_BYTES:
+        raise ProtocolError(
+            f"invalid signed payload: expected a signature of {SIGNATURE_BYTES} bytes"
+        )
+    return signer, body, signature
+
+
+def decode_unverified(data: bytes) -> Message:
+    """Parse a v1 payload, or the body of a signed one WITHOUT checking its signature.
+
+    Only for observers that count or inspect traffic (the traffic counter,
+    fault injection, the start-up check for a running node id). Daemons that
+    act on a message use :meth:`MessageSigning.open` instead.
+    """
+    envelope = unwrap(data)
+    return decode(data if envelope is None else envelope[1])
+
+
+def author_of(message: Message | FlagCount, learner_id: str) -> str:
+    """Return the id of the participant that must have signed ``message``."""
+    if isinstance(message, Contribution | Ack):
+        return message.sender
+    if isinstance(message, Status | FlagCount):
+        return message.node
+    if isinstance(message, RoundStart | JobDone):
+        return learner_id
+    raise TypeError(f"no author known for {type(message).__name__}")
+
+
+@dataclass(frozen=True)
+class MessageSigning:
+    """The own signing key and the known public keys of one node or learner.
+
+    ``private_key`` None sends unsigned payloads. ``required`` False accepts
+    unsigned payloads, but a signed payload must still verify. A
+    MessageSigning with no keys and ``required`` False, as :func:`unsigned`
+    returns, is the behaviour of a topology without a ``[signing]`` table.
+    """
+
+    own_id: str
+    learner_id: str
+    private_key: Ed25519PrivateKey | None = None
+    public_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
+    required: bool = False
+
+    @property
+    def signs(self) -> bool:
+        """Whether outgoing payloads are signed."""
+        return self.private_key is not None
+
+    def seal(self, body: bytes) -> bytes:
+        """Sign the version 1 payload ``body`` with the own key; without a key, return it as is."""
+        if self.private_key is None:
+            return body
+        return seal(body, self.own_id, self.private_key)
+
+    def open(self, data: bytes) -> Message:
+        """Verify and parse one round, inbox or status payload; raise ProtocolError if it fails."""
+        signer, body = self._verified_body(data)
+        message = decode(body)
+        self._check_author(signer, message)
+        return message
+
+    def open_flag_count(self, data: bytes) -> FlagCount:
+        """Verify and parse one FlagCount payload; raise ProtocolError if it fails."""
+        signer, body = self._verified_body(data)
+        message = decode_flag_count(body)
+        self._check_author(signer, message)
+        return message
+
+    def _verified_body(self, data: bytes) -> tuple[str | None, bytes]:
+        envelope = unwrap(data)
+        if envelope is None:
+            if self.required:
+                raise SignatureError(
+                    "rejected an unsigned payload: this topology requires signed messages "
+                    "([signing] required = true)"
+                )
+            return None, bytes(data)
+        signer, body, signature = envelope
+        key = self.public_keys.get(signer)
+        if key is None and not self.public_keys:
+            raise SignatureError(
+                f"rejected a payload signed by {signer[:64]!r}: this topology has no [signing] "
+                "table, so no signing public keys are loaded; use the same topology file as "
+                "the sender",
+                sender=signer[:64],
+            )
+        if key is None:
+            raise SignatureError(
+                f"rejected a payload signed by {signer[:64]!r}: no signing public key is known "
+                "for that id",
+                sender=signer[:64],
+            )
+        try:
+            key.verify(signature, signed_bytes(signer, body))
+        except InvalidSignature:
+            raise SignatureError(
+                f"rejected a payload with an invalid signature of {signer!r}", sender=signer
+            ) from None
+        return signer, body
+
+    def _check_author(self, signer: str | None, message: Message | FlagCount) -> None:
+        if signer is None:
+            return
+        author = author_of(message, self.learner_id)
+        if signer != author:
+            raise SignatureError(
+                f"rejected a {type(message).__name__} of {author!r} signed by {signer!r}: "
+                "only the author may sign a message",
+                sender=signer,
+                round=getattr(message, "round", None),
+            )
+
+
+def unsigned(own_id: str, learner_id: str) -> MessageSigning:
+    """Return the MessageSigning of a topology without a ``[signing]`` table."""
+    return MessageSigning(own_id=own_id, learner_id=learner_id)
