@@ -250,9 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
             "--dataset",
             default="breast-cancer",
             type=_dataset_name,
-            help="data set to split: breast-cancer (default), phones, digits, warfarin, movielens, or "
-            "synthetic:FEATURES[xROWS] for generated logistic-regression data; warfarin and movielens "
-            "read --data-path",
+            help="data set to split: breast-cancer (default), phones, digits, digit-attributes, "
+            "warfarin, warfarin-outliers, movielens, or synthetic:FEATURES[xROWS] for generated "
+            "logistic-regression data; warfarin and movielens read --data-path",
         )
         sub.add_argument(
             "--data-path",
@@ -361,6 +361,10 @@ def _results_folder(args: argparse.Namespace, job_id: str) -> Path:
     return args.results if args.results is not None else Path("results") / job_id
 
 
+def _number_or_dash(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"
+
+
 def _format_scores(scores: dict[str, float]) -> str:
     """Format held-out figures as "loss 0.1234  accuracy 0.9561", loss first."""
     names = sorted(scores, key=lambda name: (name != "loss", name != "accuracy", name))
@@ -416,10 +420,13 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
     encrypted = metrics.get("scores") or {}
     plaintext = metrics.get("baseline_scores") or {}
     print(f"  encrypted:  {_format_scores(encrypted) if encrypted else 'no held-out data'}")
-    print(
-        f"  plaintext:  {_format_scores(plaintext) if plaintext else 'no held-out data'}"
-        f"  (gradient descent on the pooled data, same settings)"
-    )
+    if metrics.get("baseline_error"):
+        print(f"  plaintext:  failed: {metrics['baseline_error']}")
+    else:
+        print(
+            f"  plaintext:  {_format_scores(plaintext) if plaintext else 'no held-out data'}"
+            f"  (gradient descent on the pooled data, same settings)"
+        )
     if metrics["accuracy"] is not None and metrics.get("baseline_accuracy") is not None:
         gap = 100 * (metrics["accuracy"] - metrics["baseline_accuracy"])
         print(f"  difference: {gap:+.2f} percentage points")
@@ -444,7 +451,8 @@ def _print_summary(metrics: dict, results: Path) -> None:  # type: ignore[type-a
         print("  theta:      [" + ", ".join(f"{value:.4f}" for value in theta) + "]")
     if metrics.get("reference_accuracy") is not None:
         print(
-            f"  no faults:  accuracy {percent(metrics['reference_accuracy'])}  loss {metrics.get('reference_loss')}"
+            f"  no faults:  accuracy {percent(metrics['reference_accuracy'])}"
+            f"  loss {_number_or_dash(metrics.get('reference_loss'))}"
             f"  (the same job without the fault plan)"
         )
     print(f"  metrics:    {results / 'metrics.json'}")
@@ -597,6 +605,10 @@ def _predict_dose(args: argparse.Namespace) -> int:
         key, separator, text = pair.partition("=")
         if not separator or not key:
             raise ConfigError(f"invalid patient value {pair!r}: expected KEY=VALUE, e.g. age=67")
+        if key in values:
+            raise ConfigError(
+                f"patient value {key} given twice ({values[key]!r} and {text!r}); give it once"
+            )
         values[key] = text
     dose = predict_dose(args.model, values, args.statistics)
     print(f"{dose:.1f} mg/week")

@@ -217,6 +217,35 @@ DATASET_MODELS = {
 """The model that each data set is prepared for."""
 
 
+#: Step size eta_0 of a topology that names none.
+DEFAULT_LEARNING_RATE = 0.05
+
+#: Data sets whose objective needs a smaller step than DEFAULT_LEARNING_RATE,
+#: each with the step that converges and the rows per provider it was found
+#: for. A provider's gradient is a sum over its rows, so the step shrinks in
+#: proportion when each provider holds more rows.
+_TUNED_LEARNING_RATES = {
+    "warfarin": (0.003, 221),
+    "warfarin-outliers": (0.003, 221),
+    "digits": (0.005, 120),
+    "digit-attributes": (0.002, 240),
+}
+
+
+def default_learning_rate(name: str, rows_per_provider: float) -> float:
+    """Return eta_0 for data set ``name`` split into ``rows_per_provider`` training rows each.
+
+    Data sets without a tuned step get DEFAULT_LEARNING_RATE whatever the
+    split. For the others the tuned step is scaled by tuned rows / rows per
+    provider, and never raised above it.
+    """
+    tuned = _TUNED_LEARNING_RATES.get(name)
+    if tuned is None:
+        return DEFAULT_LEARNING_RATE
+    step, rows = tuned
+    return round(step * min(1.0, rows / max(rows_per_provider, 1.0)), 6)
+
+
 @dataclass(frozen=True, kw_only=True)
 class DataSplit:
     """A data set split into training rows for the providers and held-out rows for the learner."""
@@ -529,6 +558,17 @@ def load_data_file(path: str | os.PathLike[str]) -> tuple[FloatArray, FloatArray
 
 def _read_npz(path: Path) -> tuple[FloatArray, FloatArray]:
     errors = (OSError, ValueError, EOFError, zipfile.BadZipFile)
+    # numpy reads a file that is not a zip archive as a pickle, and its error
+    # then suggests allow_pickle=True, which must never be the fix here.
+    try:
+        is_archive = zipfile.is_zipfile(path)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the .npz file: {exc}") from exc
+    if not is_archive:
+        raise ConfigError(
+            f"{path}: not an .npz archive, because it is not a zip file; "
+            "write it with numpy.savez(path, X=..., y=...)"
+        )
     try:
         # allow_pickle=False: a data file must never be able to run code.
         loaded = np.load(path, allow_pickle=False)

@@ -136,6 +136,10 @@ class StaleMessageError(ProtocolError):
     """A well-formed message for another job, another run or a round already closed."""
 
 
+class SettingsMismatchError(ProtocolError):
+    """The learner runs the job with other topology settings than this node's file."""
+
+
 class DuplicateMessageError(ProtocolError):
     """A message already received this round; MQTT QoS 1 delivers at least once."""
 

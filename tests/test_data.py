@@ -13,6 +13,7 @@ from sklearn.datasets import load_breast_cancer, load_digits
 from gradchain.data import (
     Dataset,
     check_data,
+    default_learning_rate,
     load_builtin,
     load_data_file,
     load_split,
@@ -304,7 +305,7 @@ BAD_FILES = [
     ),
     pytest.param(write_pickled_npz, "cannot read the .npz file", id="pickled-objects"),
     pytest.param(write_npy, "not an .npz archive", id="npy-file"),
-    pytest.param(write_bytes("bad.npz", b"not a zip"), "cannot read the .npz file", id="corrupt"),
+    pytest.param(write_bytes("bad.npz", b"not a zip"), "not an .npz archive, because it is not a zip", id="corrupt"),
     pytest.param(write_bytes("bad.csv", b""), "empty file, expected a header row", id="csv-empty"),
     pytest.param(
         write_bytes("bad.csv", b"label\n1\n"),
@@ -565,3 +566,32 @@ def test_split_stratifies_label_rows() -> None:
 
     assert test.rows == 4
     assert sorted(test.y[:, 0].tolist()) == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_file_that_is_not_a_zip_gets_no_unsafe_advice(tmp_path: Path) -> None:
+    path = tmp_path / "p1.npz"
+    path.write_bytes(b"X,y\n1,0\n")
+
+    with pytest.raises(ConfigError) as caught:
+        load_data_file(path)
+
+    assert "numpy.savez" in str(caught.value)
+    assert "allow_pickle" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("name", "rows", "expected"),
+    [
+        ("breast-cancer", 38, 0.05),
+        ("breast-cancer", 5000, 0.05),
+        ("warfarin", 221, 0.003),
+        ("warfarin", 737, 0.0009),
+        # Fewer rows per provider than the step was found for never raise the step.
+        ("warfarin", 50, 0.003),
+        ("digits", 240, 0.0025),
+    ],
+)
+def test_default_learning_rate_shrinks_with_rows_per_provider(
+    name: str, rows: float, expected: float
+) -> None:
+    assert default_learning_rate(name, rows) == pytest.approx(expected, rel=1e-3)

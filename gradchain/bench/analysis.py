@@ -207,6 +207,10 @@ def shape_from_next_hops(next_hops: Mapping[str, str], start: str, aggregators: 
     return Shape(hops=hops, extra_inputs=extra, aggregators=aggregators)
 
 
+#: R² below which the benchmark marks a cost model's predictions as rough.
+RELIABLE_R_SQUARED = 0.8
+
+
 def fit_cost_model(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     """Fit latency = encrypt + decrypt + c0 + per_hop * hops + per_extra_input * extra_inputs.
 
@@ -216,7 +220,9 @@ def fit_cost_model(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     Encryption and decryption enter with their measured values. The fit is
     least squares with every unknown at least 0 (scipy's ``nnls``), because
     a negative cost has no meaning. With fewer distinct shapes than unknowns
-    the later unknowns are left out (set to 0).
+    the later unknowns are left out (set to 0). ``reliable`` is False when
+    that happened or when R² is below RELIABLE_R_SQUARED, because the
+    predictions then rest on too few or too noisy measurements.
     """
     data = list(rows)
     if not data:
@@ -237,12 +243,14 @@ def fit_cost_model(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     measured = np.array([row["latency_s"] for row in data])
     residual = measured - predicted
     total = float(np.sum((measured - measured.mean()) ** 2))
+    r_squared = 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0
     return {
         "parameters": parameters,
         "fitted": names,
+        "reliable": len(names) == 3 and r_squared >= RELIABLE_R_SQUARED,
         "encrypt_s": float(np.median([row["encrypt_s"] for row in data])),
         "decrypt_s": float(np.median([row["decrypt_s"] for row in data])),
-        "r_squared": 1.0 - float(np.sum(residual**2)) / total if total > 0 else 1.0,
+        "r_squared": r_squared,
         "rms_error_s": float(math.sqrt(float(np.mean(residual**2)))),
         "predicted_s": [float(value) for value in predicted],
     }

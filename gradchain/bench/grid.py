@@ -96,6 +96,8 @@ async def run_bench(options: BenchOptions) -> dict[str, Any]:
             )
         else:
             grid.append(config)
+    if (options.out / "topology.json").exists():
+        print(f"replacing the results of an earlier run in {options.out} (use --out to keep them)")
     options.out.mkdir(parents=True, exist_ok=True)
     # The bench writes these key files itself, and the warnings about them would repeat for every job.
     logging.getLogger("gradchain.topology.load").setLevel(logging.ERROR)

@@ -154,16 +154,19 @@ def markdown(report: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "Predictions (model fitted on this run):",
+        "Predictions (model fitted on this run). A fit marked rough left out an unknown, "
+        "because the run had too few distinct shapes, or has R² below 0.8: measure more "
+        "provider counts and topologies before trusting it.",
         "",
-        "| floats | mode | topology | N | hops | predicted s |",
-        "|---|---|---|---|---|---|",
+        "| floats | mode | topology | N | hops | predicted s | fit |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model in report["cost_model"]:
+        fit = "good" if model.get("reliable") else "rough"
         for item in model["predictions"]:
             lines.append(
                 f"| {model['size']:,} | {model['mode']} | {item['topology']} | {item['providers']:,} "
-                f"| {item['hops']} | {item['latency_s']:.3f} |"
+                f"| {item['hops']} | {item['latency_s']:.3f} | {fit} |"
             )
     if report.get("skipped"):
         lines += ["", "## Skipped", ""]

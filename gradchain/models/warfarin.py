@@ -38,6 +38,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -531,18 +532,34 @@ def patient_from_values(values: Mapping[str, object]) -> Patient:
             f"unknown patient value {unknown[0]!r}, expected some of: {', '.join(PATIENT_KEYS)}"
         )
     age = _number_value(values, "age")
+    cyp2c9 = _text_value(values, "cyp2c9", lower=False)
+    if cyp2c9 is not None and _GENOTYPE_PATTERN.fullmatch(cyp2c9) is None:
+        raise ConfigError(
+            f"patient value cyp2c9: {values['cyp2c9']!r} is not a star-allele genotype such as "
+            f"*1/*3 (known to the model: {', '.join(CYP2C9_GENOTYPES)}; others count as unknown)"
+        )
     return Patient(
         age_decades=None if age is None else float(age // 10),
         height_cm=_number_value(values, "height"),
         weight_kg=_number_value(values, "weight"),
         race=_text_value(values, "race", lower=True),
         vkorc1=_text_value(values, "vkorc1", lower=False),
-        cyp2c9=_text_value(values, "cyp2c9", lower=False),
+        cyp2c9=cyp2c9,
         enzyme_inducer=any(
             _flag_value(values, key) for key in ("carbamazepine", "phenytoin", "rifampin")
         ),
         amiodarone=_flag_value(values, "amiodarone"),
     )
+
+
+#: Ranges that patient_from_values accepts, wider than any adult in the IWPC cohort,
+#: to catch a value typed in the wrong unit or with a slipped digit.
+_PLAUSIBLE = {
+    "age": (0.0, 120.0, "years"),
+    "height": (30.0, 250.0, "cm"),
+    "weight": (1.0, 350.0, "kg"),
+}
+_GENOTYPE_PATTERN = re.compile(r"\*\d+[A-Z]?/\*\d+[A-Z]?")
 
 
 def _is_unknown(value: object) -> bool:
@@ -559,8 +576,11 @@ def _number_value(values: Mapping[str, object], key: str) -> float | None:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"patient value {key}: invalid number {value!r}") from None
-    if not (math.isfinite(number) and number >= 0):
-        raise ConfigError(f"patient value {key}: expected a finite number >= 0, got {value!r}")
+    low, high, unit = _PLAUSIBLE[key]
+    if not (math.isfinite(number) and low <= number <= high):
+        raise ConfigError(
+            f"patient value {key}: expected {low:g} to {high:g} {unit}, got {value!r}"
+        )
     return number
 
 

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 
 def pooled_reference(
-    topology: Topology, *, theta: Sequence[float] | None, baseline_theta: Sequence[float]
+    topology: Topology, *, theta: Sequence[float] | None, baseline_theta: Sequence[float] | None
 ) -> dict[str, Any] | None:
     """Solve the job on the pooled provider rows and compare two thetas with the solution.
 
@@ -60,9 +60,9 @@ def pooled_reference(
         "converged": solution.converged,
         "scores": scores,
         "comparison": comparison,
-        "baseline_comparison": compare_with_pooled(
-            model, np.asarray(baseline_theta), solution, shards
-        ),
+        "baseline_comparison": None
+        if not baseline_theta
+        else compare_with_pooled(model, np.asarray(baseline_theta), solution, shards),
     }
 
 

@@ -28,7 +28,14 @@ import numpy as np
 from ..crypto import PublicKey, load_public_key, make_encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..crypto.settings import make_obfuscator_pool
-from ..errors import DuplicateMessageError, ProtocolError, SignatureError, StaleMessageError
+from ..errors import (
+    ConfigError,
+    DuplicateMessageError,
+    ProtocolError,
+    SettingsMismatchError,
+    SignatureError,
+    StaleMessageError,
+)
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
 from ..models.interface import count_flagged_rows, create_local_state, flags_rows
@@ -187,6 +194,9 @@ class NodeDaemon:
             signing=self.signing,
         )
         self._finished = asyncio.Event()
+        #: Runs whose RoundStart this node rejected for other topology settings, with the reason.
+        self._mismatched_runs: dict[str, str] = {}
+        self._mismatch_error: str | None = None
         self._deadline_timer: asyncio.Task[None] | None = None
         self._resender: asyncio.Task[None] | None = None
 
@@ -207,6 +217,8 @@ class NodeDaemon:
             )
         try:
             await self.connection.run(self._handle, self._finished, on_connected=self._resend_now)
+            if self._mismatch_error is not None:
+                raise ConfigError(f"the job ended without this node: {self._mismatch_error}")
         finally:
             for task in self._tasks:
                 task.cancel()
@@ -244,6 +256,14 @@ class NodeDaemon:
         except ProtocolError as error:
             self._note_dropped(received.topic, error, round=getattr(message, "round", None))
             actions = []
+            if isinstance(error, SettingsMismatchError) and isinstance(message, RoundStart):
+                self._mismatched_runs[message.run] = error.reason
+            elif isinstance(message, JobDone) and message.run in self._mismatched_runs:
+                # The learner finished a run that this node could never join, so
+                # waiting for the next one would only hide the error.
+                self._mismatch_error = self._mismatched_runs[message.run]
+                self.log.error("the job ended without this node: %s", self._mismatch_error)
+                self._finished.set()
         else:
             self.log.debug("received %s", message)
         if isinstance(message, Contribution):
@@ -434,7 +454,8 @@ class NodeDaemon:
         self.report.values_clipped += result.clipped
         if result.clipped:
             self.log.warning(
-                "round %d: %d gradient values were clipped to +-%g; raise crypto.clip if this repeats",
+                "round %d: %d gradient values were clipped to +-%g; if the model is diverging, "
+                "lower job.learning_rate, and if gradients this large are expected, raise crypto.clip",
                 action.round,
                 result.clipped,
                 self.topology.crypto.clip,

@@ -72,6 +72,8 @@ class Baseline:
     #: Every figure the model's evaluate() returns, e.g. mae for linear regression.
     scores: dict[str, float]
     theta: list[float]
+    #: Why plaintext gradient descent failed, for example because it diverged; None when it ran.
+    error: str | None = None
 
 
 def plaintext_baseline(topology: Topology) -> Baseline:
@@ -80,19 +82,29 @@ def plaintext_baseline(topology: Topology) -> Baseline:
     model = get_model(job.model, topology.model_settings)
     shards = [load_provider_data(topology, node_id) for node_id in topology.providers]
     evaluate_on = load_eval_data(topology)
-    result = plaintext_distributed_gd(
-        shards,
-        model,
-        StepSchedule(kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate),
-        job.l2,
-        job.rounds,
-        job.tolerance,
-        evaluate_on=evaluate_on,
-        parameters=job.features,
-    )
+    try:
+        # Overflow while diverging surfaces as the error below, not as numpy warnings.
+        with np.errstate(over="ignore", invalid="ignore"):
+            result = plaintext_distributed_gd(
+                shards,
+                model,
+                StepSchedule(
+                    kind=cast(ScheduleKind, job.schedule), learning_rate=job.learning_rate
+                ),
+                job.l2,
+                job.rounds,
+                job.tolerance,
+                evaluate_on=evaluate_on,
+                parameters=job.features,
+            )
+    except (ConfigError, ValueError) as error:
+        # Settings that make the plaintext reference diverge say little about the
+        # encrypted run, which has already ended; report it instead of crashing.
+        return Baseline(rounds=0, loss=None, accuracy=None, scores={}, theta=[], error=str(error))
     scores: dict[str, float] = {}
     if evaluate_on is not None:
-        scores = model.evaluate(result.theta, *evaluate_on)
+        with np.errstate(over="ignore", invalid="ignore"):
+            scores = model.evaluate(result.theta, *evaluate_on)
     return Baseline(
         rounds=result.rounds_run,
         loss=scores.get("loss"),
@@ -175,8 +187,9 @@ async def run_job(
     metrics["baseline_accuracy"] = baseline.accuracy
     metrics["baseline_scores"] = baseline.scores
     metrics["baseline_theta"] = baseline.theta
+    metrics["baseline_error"] = baseline.error
     metrics["pooled_reference"] = pooled_reference(
-        topology, theta=metrics.get("theta"), baseline_theta=baseline.theta
+        topology, theta=metrics.get("theta"), baseline_theta=baseline.theta or None
     )
 
     reference_metrics = None
@@ -260,6 +273,18 @@ async def _run_once(
     return metrics
 
 
+def _last_error(log: Path) -> str:
+    """Return ": " and the last ERROR line of a node log, or "" when there is none."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if " ERROR " in line or line.startswith("gradchain node: error"):
+            return f": {line.strip()[:300]}"
+    return ""
+
+
 class _Supervisor:
     """Supervisor of the node and learner processes of one run, which restarts those a crash fault ended."""
 
@@ -287,6 +312,10 @@ class _Supervisor:
         self.restarts: dict[str, int] = {}
         self._log_files: list[IO[bytes]] = []
         self._pending_restarts: dict[asyncio.Task[None], str] = {}
+        #: Processes whose exit has been dealt with; a restarted process is a new object.
+        self._handled: set[asyncio.subprocess.Process] = set()
+        #: Node logs opened in this run; a restart appends to its own log.
+        self._opened_logs: set[str] = set()
 
     def _arguments(self, process_id: str, *, resume: bool) -> list[str]:
         common = [
@@ -321,7 +350,11 @@ class _Supervisor:
         is_learner = process_id == self.topology.learner.id
         output: IO[bytes] | None = None
         if not is_learner:
-            output = open(self.logs / f"{process_id}.log", "ab")  # noqa: SIM115 - closed in stop()
+            # A new run starts each log afresh, so that an old error cannot be
+            # mistaken for this run's; a restarted node appends to its log.
+            mode = "ab" if process_id in self._opened_logs else "wb"
+            self._opened_logs.add(process_id)
+            output = open(self.logs / f"{process_id}.log", mode)  # noqa: SIM115 - closed in stop()
             self._log_files.append(output)
         self.processes[process_id] = await asyncio.create_subprocess_exec(
             *_command(*self._arguments(process_id, resume=resume)),
@@ -342,6 +375,33 @@ class _Supervisor:
         await self._start(learner_id)
         try:
             while True:
+                # Exits are read from returncode rather than from the wait tasks,
+                # because a process can end in the same step that its wait task
+                # is cancelled after another one finished.
+                exited = [
+                    (process_id, process)
+                    for process_id, process in self.processes.items()
+                    if process.returncode is not None and process not in self._handled
+                ]
+                for process_id, process in exited:
+                    self._handled.add(process)
+                    code = process.returncode
+                    assert code is not None
+                    if process_id == learner_id and not self._schedule_restart(process_id, code):
+                        return code
+                    if (
+                        process_id != learner_id
+                        and code != 0
+                        and not self._schedule_restart(process_id, code)
+                    ):
+                        await self._stop_learner()
+                        log = self.logs / f"{process_id}.log"
+                        raise TransportError(
+                            f"node {process_id} exited with status {code} before the job finished"
+                            f"{_last_error(log)}; its log is {log}"
+                        )
+                if exited:
+                    continue
                 waits = {
                     asyncio.create_task(process.wait()): process_id
                     for process_id, process in self.processes.items()
@@ -352,23 +412,9 @@ class _Supervisor:
                 for restart in [task for task in self._pending_restarts if task in finished]:
                     del self._pending_restarts[restart]
                     restart.result()  # raises when starting the process failed
-                for wait, process_id in waits.items():
+                for wait in waits:
                     if wait not in finished:
                         wait.cancel()
-                        continue
-                    code = wait.result()
-                    if process_id == learner_id and not self._schedule_restart(process_id, code):
-                        return code
-                    if (
-                        process_id != learner_id
-                        and code != 0
-                        and not self._schedule_restart(process_id, code)
-                    ):
-                        await self._stop_learner()
-                        raise TransportError(
-                            f"node {process_id} exited with status {code} before the job finished; "
-                            "see its log for the reason"
-                        )
         finally:
             for task in self._pending_restarts:
                 task.cancel()

@@ -32,7 +32,12 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from ..crypto import PublicKey
-from ..errors import DuplicateMessageError, ProtocolError, StaleMessageError
+from ..errors import (
+    DuplicateMessageError,
+    ProtocolError,
+    SettingsMismatchError,
+    StaleMessageError,
+)
 from .checks import check_ciphertexts, check_contribution
 from .events import Action, ComputeContribution, Dropped, Finished, SendAck, SendContribution
 from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
@@ -314,7 +319,7 @@ class NodeProtocol:
             raise StaleMessageError("the job has finished here", round=message.round)
         ours = self.config.settings_digest
         if ours is not None and message.settings is not None and message.settings != ours:
-            raise ProtocolError(
+            raise SettingsMismatchError(
                 f"the learner's topology settings (digest {message.settings}) differ from this "
                 f"node's (digest {ours}); run every node with the learner's topology file, "
                 "because the [job], [crypto] and [model] tables and every node's next hops must match",

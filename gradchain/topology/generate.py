@@ -28,9 +28,9 @@ import logging
 import math
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import tomli_w
@@ -38,6 +38,7 @@ import tomli_w
 from gradchain.data import (
     Dataset,
     DataSplit,
+    default_learning_rate,
     load_data_file,
     load_split,
     save_npz,
@@ -58,7 +59,8 @@ LEARNER_ID = "learner"
 @dataclass(frozen=True, kw_only=True)
 class _Settings:
     rounds: int
-    learning_rate: float
+    #: None takes the data set's default (:func:`gradchain.data.default_learning_rate`).
+    learning_rate: float | None
     schedule: str
     l2: float
     min_contributors: int
@@ -113,7 +115,7 @@ def write_chain(
     signing: bool = True,
     overwrite: bool = False,
     rounds: int = 60,
-    learning_rate: float = 0.05,
+    learning_rate: float | None = None,
     schedule: str = "constant",
     l2: float = 0.001,
     min_contributors: int = 3,
@@ -210,7 +212,7 @@ def write_tree(
     signing: bool = True,
     overwrite: bool = False,
     rounds: int = 60,
-    learning_rate: float = 0.05,
+    learning_rate: float | None = None,
     schedule: str = "constant",
     l2: float = 0.001,
     min_contributors: int = 3,
@@ -428,6 +430,11 @@ def _write(
     }
     if test.rows > 0:
         files[layout.data_path("eval")] = test
+    if settings.learning_rate is None:
+        settings = replace(
+            settings,
+            learning_rate=default_learning_rate(dataset_name, train.rows / len(shards)),
+        )
 
     extra_files = {
         str(PurePosixPath(layout.data_dir) / name): text for name, text in split.extra_files.items()

@@ -108,6 +108,9 @@ def test_summary_shares_add_up_to_one() -> None:
         ("tree", 4, 2, 2, 2),
         ("tree", 64, 4, 3, 9),
         ("tree", 1000, 8, 4, 22),
+        # Each aggregator adds one portion of every provider; the learner adds M sums.
+        ("multi", 64, 2, 2, 64),
+        ("multi", 10, 3, 2, 11),
     ],
 )
 def test_shape_of_matches_generated_topologies(
@@ -138,3 +141,23 @@ def test_cost_model_recovers_known_costs() -> None:
     assert model["r_squared"] == pytest.approx(1.0)
     chain_of_1000 = shape_of("chain", 1000, None)
     assert predict(model, chain_of_1000) == pytest.approx(0.71 + 4.0)
+
+
+def test_cost_model_is_reliable_only_with_every_unknown_and_a_good_fit() -> None:
+    def row(hops: int, extra: int, noise: float = 0.0) -> dict[str, float]:
+        return {
+            "latency_s": 0.71 + 0.004 * hops + 0.003 * extra + noise,
+            "encrypt_s": 0.5,
+            "decrypt_s": 0.2,
+            "hops": hops,
+            "extra_inputs": extra,
+        }
+
+    full = fit_cost_model([row(4, 0), row(8, 0), row(2, 2), row(3, 9)])
+    # One shape only (every configuration 2 hops): the per-hop cost cannot be fitted.
+    one_shape = fit_cost_model([row(2, 3), row(2, 3, 0.001), row(2, 3, -0.001)])
+    noisy = fit_cost_model([row(4, 0, 0.3), row(8, 0, -0.3), row(2, 2, 0.2), row(3, 9, -0.25)])
+
+    assert full["reliable"] is True
+    assert one_shape["reliable"] is False
+    assert noisy["r_squared"] < 0.8 and noisy["reliable"] is False

@@ -6,6 +6,7 @@ import csv
 import json
 import math
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +22,7 @@ from gradchain.models.warfarin import (
     dose_from_sqrt,
     dose_mae,
     encode_patient,
+    patient_from_values,
     predict_dose,
     prepare_warfarin,
     read_cohort,
@@ -414,3 +416,24 @@ def test_predict_dose_missing_model_file(tmp_path: Path) -> None:
 
 def test_dose_from_sqrt_clamps_negative() -> None:
     np.testing.assert_array_equal(dose_from_sqrt([-1.0, 0.0, 3.0]), [0.0, 0.0, 9.0])
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"age": "1e308"}, "patient value age: expected 0 to 120 years, got '1e308'"),
+        ({"height": "1700"}, "patient value height: expected 30 to 250 cm"),
+        ({"weight": "0"}, "patient value weight: expected 1 to 350 kg"),
+        ({"cyp2c9": "garbage"}, "'garbage' is not a star-allele genotype"),
+    ],
+)
+def test_implausible_patient_values_rejected(values: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        patient_from_values(values)
+
+
+def test_uncommon_star_allele_counts_as_unknown() -> None:
+    assert patient_from_values({"cyp2c9": "*1/*5"}).cyp2c9 == "*1/*5"
+    assert encode_patient(patient_from_values({"cyp2c9": "*1/*5"}))[
+        FEATURE_NAMES.index("cyp2c9_unknown")
+    ] == 1.0

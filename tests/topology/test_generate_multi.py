@@ -98,3 +98,22 @@ def test_second_topology_over_shared_data_leaves_its_files_untouched(tmp_path: P
     after = {path.name: path.read_bytes() for path in (tmp_path / "data").iterdir()}
     assert after == before
     assert (tmp_path / "data" / "p1.npz").stat().st_mtime_ns == stamp
+
+
+def test_learning_rate_defaults_to_the_data_sets_step(tmp_path: Path) -> None:
+    from gradchain.topology import write_chain
+
+    # 4,422 warfarin training rows over 6 providers: 737 each, so 0.003 * 221 / 737.
+    scaled = load_topology(
+        write_chain(tmp_path / "a", "warfarin", 6, key_bits=512, min_contributors=1)
+    )
+    chosen = load_topology(
+        write_chain(
+            tmp_path / "b", "warfarin", 6, key_bits=512, min_contributors=1, learning_rate=0.01
+        )
+    )
+    usual = load_topology(write_chain(tmp_path / "c", "breast-cancer", 6, key_bits=512))
+
+    assert scaled.job.learning_rate == pytest.approx(0.0009, rel=1e-3)
+    assert chosen.job.learning_rate == 0.01
+    assert usual.job.learning_rate == 0.05
