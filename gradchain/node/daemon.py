@@ -133,6 +133,11 @@ def node_config(
         pinned_key=pinned_key,
         portion_paths=topology.portion_paths(node_id) if spec.portions > 1 else (),
         settings_digest=topology.settings_digest,
+        portion_routes={
+            provider: routes
+            for provider, routes in topology.portion_routes().items()
+            if provider in topology.providers_upstream_of(node_id)
+        },
     )
 
 

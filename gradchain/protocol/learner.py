@@ -44,7 +44,7 @@ from .events import (
 )
 from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
 from .node import InvalidTransitionError
-from .routing import awaited_senders, sample_participants
+from .routing import awaited_senders, blocked_providers, sample_participants
 
 
 class LearnerState(Enum):
@@ -190,10 +190,16 @@ class LearnerProtocol:
         """Inputs from which a contribution can still arrive this round."""
         carries = self._carries()
         participants = None
-        if self.participants is not None:
+        # A provider whose portion lost every node on its route sends nothing,
+        # also when that happens in the middle of a round.
+        blocked = blocked_providers(self.config.portion_routes, self.offline)
+        if self.participants is not None or blocked:
+            everyone = self.participants
+            if everyone is None:
+                everyone = frozenset().union(*carries.values())
             participants = {
                 (provider, portion)
-                for provider in self.participants
+                for provider in everyone - blocked
                 for portion in range(len(self.config.portion_routes.get(provider, (0,))))
             }
         return awaited_senders(
@@ -419,11 +425,7 @@ class LearnerProtocol:
         providers = self.config.providers or sorted(set().union(*self.config.inputs.values()))
         # A provider with a portion whose aggregators are all offline sends nothing,
         # so no node waits for it, unless leaving it out would leave too few providers.
-        blocked = {
-            provider
-            for provider, routes in self.config.portion_routes.items()
-            if any(route <= self.offline for route in routes)
-        }
+        blocked = blocked_providers(self.config.portion_routes, self.offline)
         reachable = [provider for provider in providers if provider not in blocked]
         leave_out = bool(blocked) and len(reachable) >= self.config.min_contributors
         if leave_out:

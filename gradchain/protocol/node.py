@@ -41,7 +41,7 @@ from ..errors import (
 from .checks import check_ciphertexts, check_contribution
 from .events import Action, ComputeContribution, Dropped, Finished, SendAck, SendContribution
 from .messages import Ack, Contribution, JobDone, Liveness, Message, RoundStart, Status
-from .routing import awaited_senders, next_online
+from .routing import awaited_senders, blocked_providers, next_online
 
 
 class NodeState(Enum):
@@ -121,6 +121,10 @@ class NodeConfig:
     portion_paths: tuple[tuple[str, ...], ...] = ()
     #: Digest of this node's topology settings; a RoundStart with another digest is rejected.
     settings_digest: str | None = None
+    #: Each upstream provider that splits its contribution, mapped to the nodes each of its
+    #: portions passes (learner excluded). The node stops waiting for such a provider
+    #: while one of its portions has no online node, because the provider then sends nothing.
+    portion_routes: Mapping[str, tuple[frozenset[str], ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.portion_paths and (len(self.portion_paths) < 2 or self.inputs):
@@ -209,14 +213,20 @@ class NodeProtocol:
     @property
     def awaited(self) -> frozenset[str]:
         """Upstream nodes from which a contribution can still arrive this round."""
+        carries = self._carries()
+        participants: frozenset[str] | None = self.participants
+        blocked = blocked_providers(self.config.portion_routes, self.offline)
+        if blocked:
+            everyone = frozenset().union(*carries.values()) if participants is None else participants
+            participants = everyone - blocked
         return awaited_senders(
             self.config.inputs,
             feeders=self.config.feeders,
-            carries=self._carries(),
+            carries=carries,
             received=self._received.keys(),
             counted=self._counted(),
             offline=self.offline,
-            participants=self.participants,
+            participants=participants,
         )
 
     @property

@@ -84,6 +84,23 @@ def awaited_senders(
     return frozenset(awaited)
 
 
+def blocked_providers(
+    portion_routes: Mapping[str, Sequence[Collection[str]]], offline: Collection[str]
+) -> frozenset[str]:
+    """Return the splitting providers that send nothing because a portion has no online node.
+
+    ``portion_routes`` maps each provider that splits its contribution to the
+    nodes, learner excluded, that each of its portions passes. Such a
+    provider sends no portion while every node of one of its routes is
+    offline, so no receiver should wait for it.
+    """
+    return frozenset(
+        provider
+        for provider, routes in portion_routes.items()
+        if any(all(node in offline for node in route) for route in routes)
+    )
+
+
 def sample_participants(
     providers: Collection[str], *, fraction: float, minimum: int, seed: int, round: int
 ) -> tuple[str, ...] | None:

@@ -302,3 +302,54 @@ def test_round_keeps_every_provider_when_leaving_them_out_leaves_too_few(
     start = next(a.message for a in actions if isinstance(a, PublishRound))
     assert isinstance(start, RoundStart)
     assert start.participants is None
+
+
+def test_aggregator_stops_waiting_for_a_provider_whose_other_portion_lost_its_aggregator(
+    paillier: Paillier,
+) -> None:
+    # a2 collects portion 1 of p1 and p2; p1's portion 0 goes through a1 alone.
+    routes = {
+        "p1": (frozenset({"a1"}), frozenset({"a2"})),
+        "p2": (frozenset({"a3"}), frozenset({"a2"})),
+    }
+    node = NodeProtocol(
+        chain_config(
+            node_id="a2",
+            successor="learner",
+            inputs={"p1": frozenset({"p1"}), "p2": frozenset({"p2"})},
+            is_provider=False,
+            portion_routes=routes,
+        )
+    )
+    node.receive(round_start(paillier))
+    node.receive(
+        Contribution(
+            job=JOB,
+            run=RUN,
+            round=1,
+            sender="p2",
+            contributors=("p2",),
+            ciphertexts=tuple(portions_of(paillier, VECTORS["p2"])[1]),
+        )
+    )
+    assert node.awaited == frozenset({"p1"})
+
+    # p1 sends no portion once a1 is offline, so a2 forwards what it has at once.
+    sent = sends(node.receive(status("a1", Liveness.OFFLINE)))
+
+    assert [action.message.contributors for action in sent] == [("p2",)]
+    assert node.awaited == frozenset()
+
+
+def test_learner_fails_the_round_at_once_when_an_aggregator_dies_holding_portions(
+    paillier: Paillier, split: dict[str, list[list[int]]]
+) -> None:
+    # Portion 0 of every provider goes through a1, portion 1 through a2 -> x2.
+    learner = split_learner(paillier, min_contributors=2)
+    learner.receive(aggregated(paillier, "x2", ["p1", "p2", "p3"], 1, split))
+    assert learner.awaited == frozenset({"a1"})
+
+    actions = learner.receive(status("a1", Liveness.OFFLINE))
+
+    assert isinstance(actions[0], RoundFailed)
+    assert "portions [[0], [0], [0]]" in actions[0].reason
