@@ -55,7 +55,7 @@ from ..protocol import (
 )
 from ..protocol.flags import FlagCount, encode_flag_count, flags_topic
 from ..protocol.routing import deadline_share
-from ..protocol.topics import inbox_topic, round_topic, status_wildcard
+from ..protocol.topics import check_topic, inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_provider_data
 from .backoff import resend_backoff
 from .broker import BrokerAddress
@@ -252,6 +252,7 @@ class NodeDaemon:
         handling_started = time.perf_counter()
         try:
             message = self.signing.open(received.payload)
+            check_topic(received.topic, message, receiver=self.node_id)
         except ProtocolError as error:
             self._note_dropped(received.topic, error, round=error.round)
             return

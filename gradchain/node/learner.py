@@ -66,7 +66,7 @@ from ..protocol import (
     encode,
 )
 from ..protocol.flags import FlagCount, flags_wildcard
-from ..protocol.topics import inbox_topic, round_topic, status_wildcard
+from ..protocol.topics import check_topic, inbox_topic, round_topic, status_wildcard
 from ..topology import Topology, load_eval_data
 from .broker import BrokerAddress
 from .checkpoint import LearnerCheckpoint, load_checkpoint, save_checkpoint
@@ -501,6 +501,7 @@ class LearnerDaemon:
         handling_started = time.perf_counter()
         try:
             message = self.signing.open(received.payload)
+            check_topic(received.topic, message, receiver=self.topology.learner.id)
         except ProtocolError as error:
             self._note_dropped(received.topic, error)
             return

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from ..errors import ProtocolError
+from .messages import JobDone, Message, RoundStart, Status
+
 PREFIX = "gradchain"
 
 
@@ -27,3 +30,25 @@ def status_wildcard(job: str) -> str:
 def job_wildcard(job: str) -> str:
     """Every topic of the job, for monitors and audits."""
     return f"{PREFIX}/{job}/#"
+
+
+def check_topic(topic: str, message: Message, *, receiver: str) -> None:
+    """Raise ProtocolError unless ``message`` is a type that belongs on ``topic``.
+
+    RoundStart and JobDone belong on the round topic, a node's Status on its
+    own status topic, and Contribution and Ack on the inbox of ``receiver``.
+    A client that may publish on one topic therefore cannot pass another
+    kind of message off through it, which keeps per-topic broker ACLs
+    meaningful.
+    """
+    job = message.job
+    if isinstance(message, RoundStart | JobDone):
+        expected = round_topic(job)
+    elif isinstance(message, Status):
+        expected = status_topic(job, message.node)
+    else:
+        expected = inbox_topic(job, receiver)
+    if topic != expected:
+        raise ProtocolError(
+            f"{type(message).__name__} arrived on {topic!r}, but it belongs on {expected!r}"
+        )
