@@ -28,7 +28,13 @@ import numpy as np
 from ..crypto import PublicKey, load_public_key, make_encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..crypto.settings import make_obfuscator_pool
-from ..errors import DuplicateMessageError, ProtocolError, SignatureError, StaleMessageError
+from ..errors import (
+    DuplicateMessageError,
+    ProtocolError,
+    SealingError,
+    SignatureError,
+    StaleMessageError,
+)
 from ..faults import FaultInjector, FaultPlan, FaultyTransport
 from ..models import get_model
 from ..models.interface import count_flagged_rows, create_local_state, flags_rows
@@ -303,6 +309,8 @@ class NodeDaemon:
             event = "dropped_stale"
         elif isinstance(error, SignatureError):
             event = "dropped_signature"
+        elif isinstance(error, SealingError):
+            event = "dropped_sealing"
         else:
             event = "dropped_invalid"
         self.events.record(
@@ -458,8 +466,10 @@ class NodeDaemon:
         assert self.protocol.public_key is not None
         message = action.message
         encoding_started = time.perf_counter()
-        payload = self.signing.seal(
-            encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
+        payload = self.signing.seal_for(
+            action.to,
+            message,
+            encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes),
         )
         sent_at = time.time()
         publishing_started = time.perf_counter()
@@ -514,7 +524,7 @@ class NodeDaemon:
             )
 
     async def _send_ack(self, action: SendAck) -> None:
-        payload = self.signing.seal(encode(action.message))
+        payload = self.signing.seal_for(action.to, action.message, encode(action.message))
         await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
 
 
