@@ -32,6 +32,11 @@ hide the signature, but a signature over the plaintext does not name the
 recipient, which leaves exactly that forwarding open. The signer id shown
 on the wire is the ``from`` field, which the topology makes public anyway.
 A receiver verifies the signature before it spends an X25519 operation.
+
+NOTE: sealing hides a payload from everyone except its recipient, and the
+recipient reads it. A learner that colludes with the first node's successor
+therefore still decrypts the first node's contribution, which contains that
+node alone.
 """
 
 from __future__ import annotations
