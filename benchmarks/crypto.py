@@ -20,6 +20,9 @@ For every key size and gradient size it measures, in one run each:
   outgoing contribution of the hop into a version 2 envelope, and checking
   the envelope and the signature of the incoming one, each the median of
   HOP_RUNS runs.
+* X25519 sealed inboxes (``[signing]`` topologies unless ``seal = false``):
+  sealing the outgoing contribution to its recipient and unsealing the
+  incoming one, each the median of HOP_RUNS runs.
 
 It writes ``crypto.json`` and ``crypto.md`` (``crypto-quick.*`` with
 ``--quick``) into ``--output-dir`` (default ``benchmarks/results``). See
@@ -48,6 +51,7 @@ import gmpy2  # type: ignore[import-untyped]
 import numpy as np
 import phe  # type: ignore[import-untyped]
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gradchain.crypto import (
     ObfuscatorPool,
@@ -63,6 +67,7 @@ from gradchain.crypto.fixed_base import DEFAULT_WINDOW_BITS, FixedBaseTable
 from gradchain.crypto.obfuscators import shared_source
 from gradchain.crypto.paillier import draw_djn_exponent
 from gradchain.protocol.messages import Contribution
+from gradchain.protocol.sealing import parse_sealed, seal_payload, unseal_payload
 from gradchain.protocol.signing import seal, signed_bytes, unwrap
 from gradchain.protocol.wire import decode, encode
 
@@ -293,6 +298,42 @@ def contribution(ciphertexts: list[int], sender: str = "p2") -> Contribution:
     )
 
 
+def measure_sealing(incoming: bytes, outgoing: bytes, message: Contribution) -> dict[str, Any]:
+    """Time the X25519 work of one sealed hop: unseal the incoming payload, seal the outgoing one.
+
+    Unsealing covers parsing the version 3 envelope, the X25519 exchange,
+    HKDF and ChaCha20-Poly1305, but not decoding the message inside.
+    """
+    recipient = X25519PrivateKey.generate()
+    recipient_public = recipient.public_key()
+
+    def seal_for_recipient(body: bytes) -> bytes:
+        return seal_payload(
+            body,
+            job="bench",
+            sender="p1",
+            recipient="p2",
+            recipient_key=recipient_public,
+            message=message,
+        )
+
+    sealed_incoming = seal_for_recipient(incoming)
+
+    def unseal() -> None:
+        envelope = parse_sealed(sealed_incoming)
+        assert envelope is not None
+        unseal_payload(envelope, job="bench", own_id="p2", private_key=recipient)
+
+    unseal()
+    seal_runs = [timed(lambda: seal_for_recipient(outgoing))[0] for _ in range(HOP_RUNS)]
+    unseal_runs = [timed(unseal)[0] for _ in range(HOP_RUNS)]
+    return {
+        "seal_ms": 1e3 * float(np.median(seal_runs)),
+        "unseal_ms": 1e3 * float(np.median(unseal_runs)),
+        "sealed_bytes_overhead": len(sealed_incoming) - len(incoming),
+    }
+
+
 def measure_signatures(incoming: bytes, outgoing: bytes) -> dict[str, Any]:
     """Time the Ed25519 work of one signed hop: verify the incoming payload, sign the outgoing one.
 
@@ -390,6 +431,7 @@ def measure_gradchain(
     result["add_only_ms"] = 1e3 * add_s
     result["bytes_per_element"] = len(outgoing) / size
     result.update(measure_signatures(incoming, outgoing))
+    result.update(measure_sealing(incoming, outgoing, contribution(second, "p2")))
 
     decrypt_all_s, decoded = timed(
         lambda: decrypt_vector(private_key, encoding, total, 2, 1, length=size)
@@ -540,6 +582,23 @@ def markdown(report: dict[str, Any]) -> str:
                 f"| {row['size']:,} | {gc['sign_ms']:.3f} | {gc['verify_ms']:.3f} | {both:.3f} "
                 f"| {gc['hop_ms']:.2f} | {100 * both / (both + gc['hop_ms']):.1f}% "
                 f"| {gc['signed_bytes_overhead']} |"
+            )
+        lines += [
+            "",
+            "X25519 sealing of one hop, for `[signing]` topologies with `seal = true`: unseal "
+            "the incoming contribution, seal the outgoing one.",
+            "",
+            "| floats | seal ms | unseal ms | seal + unseal ms | hop ms | share of sealed hop "
+            "| bytes added |",
+            "|" + "---|" * 7,
+        ]
+        for row in key["rows"]:
+            gc = row["gradchain"]
+            both = gc["seal_ms"] + gc["unseal_ms"]
+            lines.append(
+                f"| {row['size']:,} | {gc['seal_ms']:.3f} | {gc['unseal_ms']:.3f} | {both:.3f} "
+                f"| {gc['hop_ms']:.2f} | {100 * both / (both + gc['hop_ms']):.1f}% "
+                f"| {gc['sealed_bytes_overhead']} |"
             )
         lines.append("")
     lines += ["## Targets (2048-bit key, 10,000 floats)", ""]

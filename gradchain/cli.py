@@ -176,8 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     keys = commands.add_parser(
         "keys",
-        help="create the learner's key pair and every signing key pair of a topology, "
-        "and print which files to copy to which machine",
+        help="create the learner's key pair and every signing and sealing key pair of a "
+        "topology, and print which files to copy to which machine",
     )
     keys.add_argument("topology", type=Path, help="topology file (TOML)")
 
@@ -307,8 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument(
             "--no-signing",
             action="store_true",
-            help="write no [signing] table, so messages travel unsigned (default: signed, "
-            "with the signing keys in DIR/keys)",
+            help="write no [signing] table, so messages travel unsigned and unsealed "
+            "(default: signed and sealed, with the key files in DIR/keys)",
         )
     return parser
 

@@ -13,7 +13,9 @@ so a caller can catch the whole family with one clause::
     │   └── EncodingOverflowError   a decoded total outside the encodable range
     ├── ProtocolError        a message that is malformed, hostile or out of place
     │   ├── StaleMessageError      for another job or run, or a closed round
-    │   └── DuplicateMessageError  already counted this round
+    │   ├── DuplicateMessageError  already counted this round
+    │   ├── SignatureError         unsigned where required, or a signature that fails
+    │   └── SealingError           unsealed where required, or a sealed payload that fails
     └── TransportError       the MQTT broker or the link to it failed
 
 Errors raised by third-party libraries (aiomqtt, msgpack, OSError) are
@@ -149,4 +151,13 @@ class SignatureError(ProtocolError):
 
     Raised for an unknown signer, an invalid signature and a signer other than
     the message's author. Nodes log these and drop the message.
+    """
+
+
+class SealingError(ProtocolError):
+    """An inbox payload is unsealed where sealing is required, or a sealed payload fails to open.
+
+    Raised for a payload sealed to another participant, job or round, an
+    altered ciphertext, and an envelope whose readable fields do not match
+    the message inside. Nodes log these and drop the message.
     """

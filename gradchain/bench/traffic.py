@@ -22,7 +22,8 @@ import aiomqtt
 from ..errors import ProtocolError
 from ..node.broker import BrokerAddress
 from ..protocol import Ack, Contribution, JobDone, RoundStart, Status
-from ..protocol.signing import decode_unverified
+from ..protocol.sealing import SealedEnvelope
+from ..protocol.signing import peek
 from ..protocol.topics import job_wildcard
 
 _TYPE_NAMES = {
@@ -81,11 +82,15 @@ class TrafficCounter:
         if not payload:
             return  # a cleared retained message
         try:
-            decoded = decode_unverified(payload)
+            decoded = peek(payload)
         except ProtocolError:
             kind, round = "invalid", 0
         else:
-            kind = _TYPE_NAMES.get(type(decoded), "other")
+            if isinstance(decoded, SealedEnvelope):
+                # A sealed Contribution or Ack shows only its kind and round.
+                kind = decoded.kind
+            else:
+                kind = _TYPE_NAMES.get(type(decoded), "other")
             round = getattr(decoded, "round", 0) if not isinstance(decoded, Status) else 0
         entry = self.by_round[round][kind]
         entry[0] += 1

@@ -1,10 +1,13 @@
-"""Read and write the Ed25519 signing keys of nodes and the learner.
+"""Read and write the Ed25519 signing keys and X25519 sealing keys of nodes and the learner.
 
 Every participant ``ID`` of a signed deployment has two files in the
 topology's signing keys folder: ``ID.sign.key``, its private key in
 unencrypted PKCS#8 PEM, and ``ID.sign.pub``, its public key in
 SubjectPublicKeyInfo PEM. Both are the standard formats that
-``openssl pkey`` reads.
+``openssl pkey`` reads. A topology that seals inbox messages adds
+``ID.seal.key`` and ``ID.seal.pub``, the X25519 key pair that senders
+encrypt Contributions and Acks to (see :mod:`gradchain.protocol.sealing`),
+in the same formats.
 
 A private key file is created with mode 0600 in the ``os.open`` call, and
 :func:`load_signing_key` rejects a file whose mode gives group or others any
@@ -21,6 +24,7 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
 from gradchain.crypto.keyfile import PRIVATE_FILE_MODE, StrPath
 from gradchain.errors import CryptoError
@@ -29,6 +33,8 @@ logger = logging.getLogger(__name__)
 
 PRIVATE_SUFFIX = ".sign.key"
 PUBLIC_SUFFIX = ".sign.pub"
+SEAL_PRIVATE_SUFFIX = ".seal.key"
+SEAL_PUBLIC_SUFFIX = ".seal.pub"
 
 
 def private_key_path(folder: Path, participant: str) -> Path:
@@ -41,10 +47,27 @@ def public_key_path(folder: Path, participant: str) -> Path:
     return folder / f"{participant}{PUBLIC_SUFFIX}"
 
 
-def save_signing_key(private_path: StrPath, public_path: StrPath, key: Ed25519PrivateKey) -> None:
+def seal_private_key_path(folder: Path, participant: str) -> Path:
+    """Return the path of the sealing private key file of ``participant``."""
+    return folder / f"{participant}{SEAL_PRIVATE_SUFFIX}"
+
+
+def seal_public_key_path(folder: Path, participant: str) -> Path:
+    """Return the path of the sealing public key file of ``participant``."""
+    return folder / f"{participant}{SEAL_PUBLIC_SUFFIX}"
+
+
+def save_signing_key(
+    private_path: StrPath,
+    public_path: StrPath,
+    key: Ed25519PrivateKey | X25519PrivateKey,
+    *,
+    kind: str = "signing",
+) -> None:
     """Write ``key`` to ``private_path`` with mode 0600 and its public key to ``public_path``.
 
-    Raises CryptoError when a file cannot be written.
+    ``kind`` names the key in error messages. Raises CryptoError when a file
+    cannot be written.
     """
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -63,14 +86,14 @@ def save_signing_key(private_path: StrPath, public_path: StrPath, key: Ed25519Pr
             file.write(private_pem)
     except OSError as exc:
         raise CryptoError(
-            f"{os.fspath(private_path)}: failed to write signing key file: {exc.strerror}"
+            f"{os.fspath(private_path)}: failed to write {kind} key file: {exc.strerror}"
         ) from exc
     try:
         with open(public_path, "wb") as file:
             file.write(public_pem)
     except OSError as exc:
         raise CryptoError(
-            f"{os.fspath(public_path)}: failed to write signing public key file: {exc.strerror}"
+            f"{os.fspath(public_path)}: failed to write {kind} public key file: {exc.strerror}"
         ) from exc
 
 
@@ -95,6 +118,73 @@ def create_signing_key(folder: Path, participant: str) -> bool:
     return True
 
 
+def create_sealing_key(folder: Path, participant: str) -> bool:
+    """Create the sealing key pair of ``participant`` in ``folder`` unless its private key exists.
+
+    Returns whether a new pair was written. An existing private key file
+    whose public key file is missing gets the public key file written again.
+    """
+    private_path = seal_private_key_path(folder, participant)
+    public_path = seal_public_key_path(folder, participant)
+    folder.mkdir(parents=True, exist_ok=True)
+    if private_path.exists():
+        if not public_path.exists():
+            key = load_sealing_key(private_path)
+            save_signing_key(private_path, public_path, key, kind="sealing")
+        return False
+    save_signing_key(private_path, public_path, X25519PrivateKey.generate(), kind="sealing")
+    logger.info(
+        "wrote the sealing key pair of %s to %s and %s", participant, private_path, public_path
+    )
+    return True
+
+
+def load_sealing_key(path: StrPath) -> X25519PrivateKey:
+    """Read a sealing private key file written by :func:`create_sealing_key`.
+
+    Raises CryptoError naming the path when the file is missing, unreadable,
+    accessible by group or others, or not an X25519 private key in PEM.
+    """
+    name = os.fspath(path)
+    data = _read_private_file(path, "sealing")
+    try:
+        loaded = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CryptoError(f"{name}: invalid sealing key file: {exc}") from exc
+    if not isinstance(loaded, X25519PrivateKey):
+        raise CryptoError(
+            f"{name}: expected an X25519 private key, got {type(loaded).__name__}; "
+            "create the file with `gradchain keys TOPOLOGY`"
+        )
+    return loaded
+
+
+def load_seal_public_key(path: StrPath) -> X25519PublicKey:
+    """Read a sealing public key file written by :func:`create_sealing_key`.
+
+    Raises CryptoError naming the path when the file is missing, unreadable
+    or not an X25519 public key in PEM.
+    """
+    name = os.fspath(path)
+    try:
+        with open(path, "rb") as file:
+            data = file.read()
+    except OSError as exc:
+        raise CryptoError(
+            f"{name}: failed to read sealing public key file: {exc.strerror}"
+        ) from exc
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        raise CryptoError(f"{name}: invalid sealing public key file: {exc}") from exc
+    if not isinstance(key, X25519PublicKey):
+        raise CryptoError(
+            f"{name}: expected an X25519 public key, got {type(key).__name__}; "
+            "create the file with `gradchain keys TOPOLOGY`"
+        )
+    return key
+
+
 def load_signing_key(path: StrPath) -> Ed25519PrivateKey:
     """Read a signing private key file written by :func:`save_signing_key`.
 
@@ -102,25 +192,7 @@ def load_signing_key(path: StrPath) -> Ed25519PrivateKey:
     accessible by group or others, or not an Ed25519 private key in PEM.
     """
     name = os.fspath(path)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise CryptoError(f"{name}: failed to read signing key file: {exc.strerror}") from exc
-
-    # The mode is checked on the opened descriptor, so a file swapped in after
-    # the check cannot be read by mistake.
-    with os.fdopen(fd, "rb") as file:
-        mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
-        if mode & 0o077:
-            raise CryptoError(
-                f"{name}: signing key file has mode {mode:04o}, which lets group or others "
-                f"access it. Run `chmod 600 {name}` and check who may have copied the key."
-            )
-        try:
-            data = file.read()
-        except OSError as exc:
-            raise CryptoError(f"{name}: failed to read signing key file: {exc.strerror}") from exc
-
+    data = _read_private_file(path, "signing")
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
@@ -131,6 +203,30 @@ def load_signing_key(path: StrPath) -> Ed25519PrivateKey:
             "create the file with `gradchain keys TOPOLOGY`"
         )
     return key
+
+
+def _read_private_file(path: StrPath, kind: str) -> bytes:
+    """Read a private key file, rejecting a mode that gives group or others any access."""
+    name = os.fspath(path)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise CryptoError(f"{name}: failed to read {kind} key file: {exc.strerror}") from exc
+
+    # The mode is checked on the opened descriptor, so a file swapped in after
+    # the check cannot be read by mistake.
+    with os.fdopen(fd, "rb") as file:
+        mode = stat.S_IMODE(os.fstat(file.fileno()).st_mode)
+        if mode & 0o077:
+            raise CryptoError(
+                f"{name}: {kind} key file has mode {mode:04o}, which lets group or others "
+                f"access it. Run `chmod 600 {name}` and check who may have copied the key."
+            )
+        try:
+            data: bytes = file.read()
+        except OSError as exc:
+            raise CryptoError(f"{name}: failed to read {kind} key file: {exc.strerror}") from exc
+    return data
 
 
 def load_verify_key(path: StrPath) -> Ed25519PublicKey:

@@ -30,7 +30,8 @@ from typing import NoReturn
 from ..errors import ProtocolError, TransportError
 from ..node.transport import Received, Transport
 from ..protocol import Contribution, Message, RoundStart
-from ..protocol.signing import decode_unverified
+from ..protocol.sealing import SealedEnvelope
+from ..protocol.signing import peek
 from .injector import CRASH_EXIT_CODE, FaultInjector
 from .plan import CrashFault, DisconnectFault
 
@@ -97,8 +98,9 @@ class FaultyTransport:
     async def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> None:
         """Publish ``payload`` after the faults that the injector draws for it."""
         message = _peek(payload)
-        if isinstance(message, Contribution):
-            self._crash_if_due("before_send", message.round)
+        contribution_round = _contribution_round(message)
+        if contribution_round is not None:
+            self._crash_if_due("before_send", contribution_round)
 
         decision = self.injector.decide(_message_type(message), len(payload))
         for fault in decision.fired:
@@ -126,8 +128,8 @@ class FaultyTransport:
 
         if isinstance(message, RoundStart):
             await self._start_round(message)
-        if isinstance(message, Contribution):
-            self._crash_if_due("after_send", message.round)
+        if contribution_round is not None:
+            self._crash_if_due("after_send", contribution_round)
 
     async def messages(self) -> AsyncIterator[Received]:
         """Yield the inner transport's messages, starting the faults of each new round."""
@@ -195,7 +197,7 @@ class FaultyTransport:
             await self._transmit(topic, payload, retain, _peek(payload))
 
     async def _transmit(
-        self, topic: str, payload: bytes, retain: bool, message: Message | None
+        self, topic: str, payload: bytes, retain: bool, message: Message | SealedEnvelope | None
     ) -> None:
         """Publish now, or queue the message on the emulated link when a link fault applies to it."""
         link = self.injector.link_delay(_message_type(message), len(payload))
@@ -223,13 +225,22 @@ class FaultyTransport:
                 )
 
 
-def _peek(payload: bytes) -> Message | None:
+def _peek(payload: bytes) -> Message | SealedEnvelope | None:
+    """Parse a payload without verifying it; a sealed one yields only its readable envelope."""
     if not payload:
         return None
     try:
-        return decode_unverified(payload)
+        return peek(payload)
     except ProtocolError:
         return None
+
+
+def _contribution_round(message: Message | SealedEnvelope | None) -> int | None:
+    if isinstance(message, Contribution):
+        return message.round
+    if isinstance(message, SealedEnvelope) and message.kind == "contribution":
+        return message.round
+    return None
 
 
 _TYPE_NAMES = {
@@ -241,8 +252,12 @@ _TYPE_NAMES = {
 }
 
 
-def _message_type(message: Message | None) -> str:
-    return "unknown" if message is None else _TYPE_NAMES[type(message).__name__]
+def _message_type(message: Message | SealedEnvelope | None) -> str:
+    if message is None:
+        return "unknown"
+    if isinstance(message, SealedEnvelope):
+        return message.kind
+    return _TYPE_NAMES[type(message).__name__]
 
 
 def _flip_bit(payload: bytes, bit: int) -> bytes:

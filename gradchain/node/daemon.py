@@ -32,6 +32,7 @@ from ..errors import (
     ConfigError,
     DuplicateMessageError,
     ProtocolError,
+    SealingError,
     SettingsMismatchError,
     SignatureError,
     StaleMessageError,
@@ -329,6 +330,8 @@ class NodeDaemon:
             event = "dropped_stale"
         elif isinstance(error, SignatureError):
             event = "dropped_signature"
+        elif isinstance(error, SealingError):
+            event = "dropped_sealing"
         else:
             event = "dropped_invalid"
         self.events.record(
@@ -485,8 +488,10 @@ class NodeDaemon:
         assert self.protocol.public_key is not None
         message = action.message
         encoding_started = time.perf_counter()
-        payload = self.signing.seal(
-            encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes)
+        payload = self.signing.seal_for(
+            action.to,
+            message,
+            encode(message, ciphertext_bytes=self.protocol.public_key.ciphertext_bytes),
         )
         sent_at = time.time()
         publishing_started = time.perf_counter()
@@ -541,7 +546,7 @@ class NodeDaemon:
             )
 
     async def _send_ack(self, action: SendAck) -> None:
-        payload = self.signing.seal(encode(action.message))
+        payload = self.signing.seal_for(action.to, action.message, encode(action.message))
         await self.connection.publish(inbox_topic(self.topology.job.id, action.to), payload)
 
 

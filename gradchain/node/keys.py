@@ -5,7 +5,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from ..crypto.signkeys import private_key_path, public_key_path
+from ..crypto.signkeys import (
+    private_key_path,
+    public_key_path,
+    seal_private_key_path,
+    seal_public_key_path,
+)
 from ..topology import Topology
 from .common import NodeLogger
 from .learner import load_or_create_keys
@@ -23,7 +28,7 @@ class CreatedKeys:
 
 
 def ensure_deployment_keys(topology: Topology) -> CreatedKeys:
-    """Create the learner's Paillier key pair and the signing key pairs that do not exist yet."""
+    """Create the learner's Paillier key pair and the missing signing and sealing key pairs."""
     learner_key_existed = topology.learner.private_key.exists()
     load_or_create_keys(topology, NodeLogger(logger, topology.learner.id))
     return CreatedKeys(
@@ -51,13 +56,19 @@ def describe_key_files(topology: Topology, created: CreatedKeys) -> str:
         return "\n".join(lines)
 
     ids = participants(topology)
+    pairs = "signing and sealing key pairs" if settings.seal else "signing key pairs"
     lines.append(
-        f"signing key pairs in {settings.keys}: {len(created.signing_keys)} created, "
+        f"{pairs} in {settings.keys}: {len(created.signing_keys)} created, "
         f"{len(ids) - len(created.signing_keys)} found"
         + (" (required = true)" if settings.required else " (required = false)")
+        + ("" if settings.seal else "; seal = false, so inbox messages travel unsealed")
     )
     public_files = [str(learner.public_key)]
     public_files += [str(public_key_path(settings.keys, participant)) for participant in ids]
+    if settings.seal:
+        public_files += [
+            str(seal_public_key_path(settings.keys, participant)) for participant in ids
+        ]
     lines += [
         "",
         "copy to every machine (the learner's and each node's), into the same paths relative "
@@ -68,8 +79,10 @@ def describe_key_files(topology: Topology, created: CreatedKeys) -> str:
         f"  learner {learner.id}: {learner.private_key}",
         f"  learner {learner.id}: {private_key_path(settings.keys, learner.id)}",
     ]
-    lines += [
-        f"  node {node_id}: {private_key_path(settings.keys, node_id)}"
-        for node_id in topology.nodes
-    ]
+    if settings.seal:
+        lines.append(f"  learner {learner.id}: {seal_private_key_path(settings.keys, learner.id)}")
+    for node_id in topology.nodes:
+        lines.append(f"  node {node_id}: {private_key_path(settings.keys, node_id)}")
+        if settings.seal:
+            lines.append(f"  node {node_id}: {seal_private_key_path(settings.keys, node_id)}")
     return "\n".join(lines)

@@ -41,6 +41,7 @@ from ..errors import (
     CryptoError,
     DuplicateMessageError,
     ProtocolError,
+    SealingError,
     SignatureError,
     StaleMessageError,
     TransportError,
@@ -520,9 +521,8 @@ class LearnerDaemon:
                 message.round, message.sender, arrived_at, time.perf_counter() - handling_started
             )
         for ack in self.protocol.acks_to_send():
-            await self.connection.publish(
-                inbox_topic(self.topology.job.id, ack.to), self.signing.seal(encode(ack.message))
-            )
+            payload = self.signing.seal_for(ack.to, ack.message, encode(ack.message))
+            await self.connection.publish(inbox_topic(self.topology.job.id, ack.to), payload)
         await self._execute(actions)
 
     def _note_dropped(self, topic: str, error: ProtocolError) -> None:
@@ -533,6 +533,8 @@ class LearnerDaemon:
             event = "dropped_stale"
         elif isinstance(error, SignatureError):
             event = "dropped_signature"
+        elif isinstance(error, SealingError):
+            event = "dropped_sealing"
         else:
             event = "dropped_invalid"
         self.events.record(

@@ -30,6 +30,7 @@ PROTOCOL_EVENTS = (
     "dropped_stale",
     "dropped_invalid",
     "dropped_signature",
+    "dropped_sealing",
     "connection_lost",
     "reconnected",
     "resumed",

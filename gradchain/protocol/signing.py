@@ -11,9 +11,13 @@ The receiver verifies ``body`` exactly as received and only then parses it,
 so no re-encoding can change what was signed.
 
 :class:`MessageSigning` seals outgoing payloads with the own key and opens
-incoming ones. Opening raises :class:`~gradchain.errors.SignatureError` in
-four cases: the signer has no known public key, the signature is invalid, the
-signer is not the message's author, or the payload is unsigned while
+incoming ones. With an :class:`~.sealing.InboxSealing` it also encrypts
+Contributions and Acks to their recipient before signing them, and decrypts
+the ones it receives after verifying them (see :mod:`.sealing`).
+
+Opening raises :class:`~gradchain.errors.SignatureError` in four cases:
+the signer has no known public key, the signature is invalid, the signer is
+not the message's author, or the payload is unsigned while
 signatures are required. The author is ``sender`` of a Contribution or Ack,
 ``node`` of a Status or FlagCount, and the learner for RoundStart and JobDone.
 
@@ -36,9 +40,16 @@ import msgpack
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from ..errors import ProtocolError, SignatureError
+from ..errors import ProtocolError, SealingError, SignatureError
 from .flags import FlagCount, decode_flag_count
 from .messages import Ack, Contribution, JobDone, Message, RoundStart, Status
+from .sealing import (
+    SEALED_WIRE_VERSION,
+    InboxSealing,
+    SealedEnvelope,
+    check_sealed_message,
+    parse_sealed,
+)
 from .wire import MAX_MESSAGE_BYTES, WIRE_VERSION, decode
 
 SIGNED_WIRE_VERSION = 2
@@ -66,7 +77,9 @@ def seal(body: bytes, signer: str, key: Ed25519PrivateKey) -> bytes:
 
 
 def unwrap(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str, bytes, bytes] | None:
-    """Split a signed envelope into signer, body and signature, or return None for a v1 payload.
+    """Split a signed envelope into signer, body and signature, or return None for an unsigned one.
+
+    An unsigned payload is a version 1 message or a version 3 sealed envelope.
 
     Checks the envelope's shape only, not the signature. Raises
     ProtocolError when ``data`` is neither a version 1 payload nor a well
@@ -83,12 +96,12 @@ def unwrap(data: bytes, *, max_bytes: int = MAX_MESSAGE_BYTES) -> tuple[str, byt
     if not isinstance(outer, dict):
         raise ProtocolError(f"invalid payload: expected a map, got {type(outer).__name__}")
     version = outer.get("v")
-    if type(version) is int and version == WIRE_VERSION:
+    if type(version) is int and version in (WIRE_VERSION, SEALED_WIRE_VERSION):
         return None
     if type(version) is not int or version != SIGNED_WIRE_VERSION:
         raise ProtocolError(
-            f"unsupported wire format version {version!r}: expected {WIRE_VERSION} "
-            f"or {SIGNED_WIRE_VERSION} (signed)"
+            f"unsupported wire format version {version!r}: expected {WIRE_VERSION}, "
+            f"{SIGNED_WIRE_VERSION} (signed) or {SEALED_WIRE_VERSION} (sealed)"
         )
     if set(outer) != _ENVELOPE_FIELDS:
         raise ProtocolError(
@@ -116,6 +129,18 @@ def decode_unverified(data: bytes) -> Message:
     return decode(data if envelope is None else envelope[1])
 
 
+def peek(data: bytes) -> Message | SealedEnvelope:
+    """Parse a payload like :func:`decode_unverified`, but return a sealed one's envelope.
+
+    A sealed payload's message stays encrypted, so observers see only the
+    envelope's ``kind``, ``round``, sender and recipient.
+    """
+    envelope = unwrap(data)
+    body = data if envelope is None else envelope[1]
+    sealed = parse_sealed(body)
+    return decode(body) if sealed is None else sealed
+
+
 def author_of(message: Message | FlagCount, learner_id: str) -> str:
     """Return the id of the participant that must have signed ``message``."""
     if isinstance(message, Contribution | Ack):
@@ -135,6 +160,7 @@ class MessageSigning:
     unsigned payloads, but a signed payload must still verify. A
     MessageSigning with no keys and ``required`` False, as :func:`unsigned`
     returns, is the behaviour of a topology without a ``[signing]`` table.
+    ``sealing`` None sends and accepts Contributions and Acks unsealed.
     """
 
     own_id: str
@@ -142,6 +168,7 @@ class MessageSigning:
     private_key: Ed25519PrivateKey | None = None
     public_keys: Mapping[str, Ed25519PublicKey] = field(default_factory=dict)
     required: bool = False
+    sealing: InboxSealing | None = None
 
     @property
     def signs(self) -> bool:
@@ -154,10 +181,49 @@ class MessageSigning:
             return body
         return seal(body, self.own_id, self.private_key)
 
+    def seal_for(self, recipient: str, message: Contribution | Ack, body: bytes) -> bytes:
+        """Seal the version 1 payload ``body`` of ``message`` to ``recipient``, then sign it."""
+        if self.sealing is not None:
+            body = self.sealing.seal(body, recipient, message)
+        return self.seal(body)
+
     def open(self, data: bytes) -> Message:
-        """Verify and parse one round, inbox or status payload; raise ProtocolError if it fails."""
+        """Verify, unseal and parse one round, inbox or status payload.
+
+        Raises SignatureError or SealingError, both ProtocolErrors, when a
+        check fails, and ProtocolError for a malformed payload.
+        """
         signer, body = self._verified_body(data)
-        message = decode(body)
+        sealed = parse_sealed(body)
+        if sealed is None:
+            message = decode(body)
+            self._check_author(signer, message)
+            sealing_required = self.sealing is not None and self.sealing.required
+            if isinstance(message, Contribution | Ack) and sealing_required:
+                raise SealingError(
+                    f"rejected an unsealed {type(message).__name__}: this topology seals "
+                    "inbox messages ([signing] seal = true)",
+                    sender=message.sender,
+                    round=message.round,
+                )
+        else:
+            if signer is not None and signer != sealed.sender:
+                raise SealingError(
+                    f"rejected a payload sealed by {sealed.sender[:64]!r} but signed by {signer!r}",
+                    sender=signer,
+                    round=sealed.round,
+                )
+            if self.sealing is None:
+                raise SealingError(
+                    "rejected a sealed payload: this participant has no sealing keys; use the "
+                    "same topology file as the sender",
+                    sender=sealed.sender[:64],
+                    round=sealed.round,
+                )
+            message = decode(self.sealing.open(sealed))
+            self._check_author(signer, message)
+            check_sealed_message(sealed, message)
+            return message
         self._check_author(signer, message)
         return message
 

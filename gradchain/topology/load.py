@@ -86,7 +86,7 @@ _CRYPTO_KEYS = (
 )
 _LEARNER_KEYS = ("id", "public_key", "private_key", "eval_data")
 _NODE_KEYS = ("id", "data", "next")
-_SIGNING_KEYS = ("keys", "required")
+_SIGNING_KEYS = ("keys", "required", "seal")
 
 DEFAULT_SIGNING_KEYS = "keys"
 """Default ``signing.keys`` folder, the folder of the learner's default Paillier key files."""
@@ -397,7 +397,16 @@ def _parse_signing(table: Table, base: Path) -> SigningSettings:
         "set required = true to reject unsigned messages, or false to accept them",
     )
     assert isinstance(required, bool)
-    return SigningSettings(keys=_resolve(base, keys), required=required)
+    seal = table.values.get("seal", True)
+    table.require(
+        "seal",
+        isinstance(seal, bool),
+        f"expected true or false, got {describe_value(seal)}",
+        "set seal = true to encrypt inbox messages to their recipient, or false to send them "
+        "readable by every broker client",
+    )
+    assert isinstance(seal, bool)
+    return SigningSettings(keys=_resolve(base, keys), required=required, seal=seal)
 
 
 def _parse_nodes(top: Table, learner_id: str, base: Path) -> dict[str, NodeSpec]:

@@ -98,11 +98,15 @@ class SigningSettings:
     participant reject unsigned payloads. With ``required`` false a
     participant signs when it has its own key and rejects bad signatures, but
     accepts unsigned payloads, which only helps while moving a deployment to
-    signed messages.
+    signed messages. ``seal`` encrypts every Contribution and Ack to the
+    X25519 key of its recipient (``ID.seal.key`` and ``ID.seal.pub`` in
+    ``keys``, see :mod:`gradchain.protocol.sealing`). With ``required`` true,
+    ``seal`` also makes every participant reject unsealed Contributions and Acks.
     """
 
     keys: Path
     required: bool = True
+    seal: bool = True
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -27,6 +27,9 @@ GRADCHAIN_FIELDS = {
     "sign_ms",
     "verify_ms",
     "signed_bytes_overhead",
+    "seal_ms",
+    "unseal_ms",
+    "sealed_bytes_overhead",
 }
 PHE_FIELDS = {
     "elements_timed",

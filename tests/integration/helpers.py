@@ -14,8 +14,13 @@ from typing import Any
 
 import aiomqtt
 
+from gradchain.crypto.signkeys import load_sealing_key, seal_private_key_path
 from gradchain.node.broker import BrokerAddress
+from gradchain.protocol import Message, decode
+from gradchain.protocol.sealing import parse_sealed, unseal_payload
+from gradchain.protocol.signing import unwrap
 from gradchain.protocol.topics import job_wildcard
+from gradchain.topology import Topology
 
 #: Seconds a whole small job may take before the test gives up, before scaling.
 JOB_TIMEOUT = 240.0
@@ -114,3 +119,22 @@ async def record_wire(broker: BrokerAddress, job: str) -> AsyncIterator[WireReco
                 await task
             except asyncio.CancelledError:
                 pass
+
+
+def open_recorded(topology: Topology, payload: bytes) -> Message:
+    """Parse a recorded payload without verifying it, unsealing it with its recipient's key file.
+
+    Only a test that holds every participant's sealing private key can read
+    sealed inbox payloads this way. Raises ProtocolError like
+    :func:`gradchain.protocol.signing.decode_unverified`.
+    """
+    envelope = unwrap(payload)
+    body = payload if envelope is None else envelope[1]
+    sealed = parse_sealed(body)
+    if sealed is None:
+        return decode(body)
+    assert topology.signing is not None
+    key = load_sealing_key(seal_private_key_path(topology.signing.keys, sealed.recipient))
+    return decode(
+        unseal_payload(sealed, job=topology.job.id, own_id=sealed.recipient, private_key=key)
+    )

@@ -18,10 +18,9 @@ from gradchain.errors import ProtocolError
 from gradchain.models import LogisticRegression, StepSchedule, plaintext_distributed_gd
 from gradchain.node.broker import MosquittoBroker
 from gradchain.protocol import Contribution, RoundStart
-from gradchain.protocol.signing import decode_unverified
 from gradchain.topology import load_topology, write_chain, write_tree
 
-from .helpers import JOB_TIMEOUT, WireRecording, record_wire, run_job
+from .helpers import JOB_TIMEOUT, WireRecording, open_recorded, record_wire, run_job
 
 pytestmark = pytest.mark.integration
 
@@ -209,7 +208,8 @@ def _audit_wire(wire: WireRecording, topology_path: Path) -> None:
         if not payload:
             continue  # a cleared retained message
         try:
-            message = decode_unverified(payload)
+            # The auditor holds every sealing private key, so it also reads sealed inboxes.
+            message = open_recorded(topology, payload)
         except ProtocolError:
             undecodable.append(topic)
             continue

@@ -21,11 +21,10 @@ from gradchain.data import load_data_file
 from gradchain.models import LogisticRegression, StepSchedule, plaintext_distributed_gd
 from gradchain.node.broker import MosquittoBroker
 from gradchain.protocol import Contribution
-from gradchain.protocol.signing import decode_unverified
 from gradchain.topology import load_topology
 from gradchain.topology.generate import write_multi
 
-from .helpers import JOB_TIMEOUT, record_wire, run_cli, run_job
+from .helpers import JOB_TIMEOUT, open_recorded, record_wire, run_cli, run_job
 from .test_jobs import _audit_wire
 
 pytestmark = pytest.mark.integration
@@ -85,7 +84,7 @@ async def test_split_contributions_equal_plaintext_gradient_descent(
     for topic, payload in wire.messages:
         if "/inbox/" not in topic:
             continue
-        message = decode_unverified(payload)
+        message = open_recorded(topology, payload)
         if isinstance(message, Contribution) and message.sender in topology.providers:
             inboxes[message.round, topic.rsplit("/", 1)[-1]].append(message.sender)
     for provider in topology.providers:

@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any, NoReturn
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gradchain.errors import ProtocolError, TransportError
 from gradchain.faults import (
@@ -22,6 +23,7 @@ from gradchain.faults import (
 from gradchain.node.eventlog import EventLog, read_events
 from gradchain.node.transport import Received
 from gradchain.protocol import Ack, Contribution, RoundStart, decode, encode
+from gradchain.protocol.sealing import seal_payload
 from gradchain.topology import Topology, load_topology, write_chain
 
 RUN = "0123456789abcdef"
@@ -510,3 +512,50 @@ async def test_transport_connects_once_disconnect_is_over(topology: Topology) ->
         pass
 
     assert inner.entered == 1
+
+
+def sealed_contribution(round: int) -> bytes:
+    message = Contribution(
+        job="chain",
+        run=RUN,
+        round=round,
+        sender="p2",
+        contributors=("p1", "p2"),
+        ciphertexts=(17, 2**70 + 3),
+    )
+    return seal_payload(
+        encode(message),
+        job="chain",
+        sender="p2",
+        recipient="p3",
+        recipient_key=X25519PrivateKey.generate().public_key(),
+        message=message,
+    )
+
+
+async def test_sealed_contribution_matches_contribution_faults(
+    topology: Topology, tmp_path: Path
+) -> None:
+    transport, inner = wrapped(
+        topology,
+        {"kind": "drop", "node": "p2", "probability": 1, "messages": ["contribution"]},
+        events=tmp_path,
+    )
+
+    await transport.publish(INBOX, sealed_contribution(1))
+
+    assert inner.published == []
+    transport.injector.events.close()
+    (event,) = read_events(tmp_path / "p2.jsonl")
+    assert (event["kind"], event["message"]) == ("drop", "contribution")
+
+
+async def test_crash_before_sealed_send_publishes_nothing(topology: Topology) -> None:
+    transport, inner = wrapped(topology, {"kind": "crash", "node": "p2", "round": 2})
+    transport.injector.round_started(RUN, 2)
+    await transport.publish(INBOX, sealed_contribution(1))
+
+    with pytest.raises(Crashed):
+        await transport.publish(INBOX, sealed_contribution(2))
+
+    assert len(inner.published) == 1

@@ -205,7 +205,7 @@ def test_unsigned_setup_neither_signs_nor_trusts_signatures() -> None:
 @pytest.mark.parametrize(
     ("envelope", "message"),
     [
-        pytest.param({"v": 3}, "unsupported wire format version 3", id="version-3"),
+        pytest.param({"v": 4}, "unsupported wire format version 4", id="version-4"),
         pytest.param(
             {"v": 2, "signer": "p2", "body": b"x", "sig": b"s" * 64, "extra": 1},
             "invalid signed payload: expected the fields",

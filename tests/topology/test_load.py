@@ -144,8 +144,15 @@ HOSTILE_CASES = [
         set_top("signing", {"keys": "keys", "sign": True}),
         None,
         "signing.sign",
-        "unknown key (allowed keys: keys, required)",
+        "unknown key (allowed keys: keys, required, seal)",
         id="signing-unknown-key",
+    ),
+    pytest.param(
+        set_top("signing", {"keys": "keys", "seal": "yes"}),
+        None,
+        "signing.seal",
+        "expected true or false",
+        id="signing-seal-not-bool",
     ),
     pytest.param(
         set_top("signing", {"keys": ""}),
@@ -1178,6 +1185,17 @@ def test_signing_defaults(folder: Path) -> None:
     assert topology.signing is not None
     assert topology.signing.keys == (folder / "keys").resolve()
     assert topology.signing.required is True
+    assert topology.signing.seal is True
+
+
+def test_sealing_can_be_turned_off(folder: Path) -> None:
+    document = base_document()
+    document["signing"] = {"seal": False}
+
+    topology = load_topology(write_topology(folder, document))
+
+    assert topology.signing is not None
+    assert topology.signing.seal is False
 
 
 def test_signing_keys_relative_to_file(folder: Path) -> None:
@@ -1196,6 +1214,7 @@ def test_signing_keys_relative_to_file(folder: Path) -> None:
     [
         ({"keys": ""}, "signing.keys", 'set keys = "keys"'),
         ({"required": 1}, "signing.required", "set required = true"),
+        ({"seal": 0}, "signing.seal", "set seal = true"),
     ],
 )
 def test_signing_error_names_fix(folder: Path, table: Document, key: str, fix: str) -> None:
