@@ -68,7 +68,7 @@ from gradchain.crypto.obfuscators import shared_source
 from gradchain.crypto.paillier import draw_djn_exponent
 from gradchain.protocol.messages import Contribution
 from gradchain.protocol.sealing import parse_sealed, seal_payload, unseal_payload
-from gradchain.protocol.signing import seal, signed_bytes, unwrap
+from gradchain.protocol.signing import sign_payload, signed_bytes, unwrap
 from gradchain.protocol.wire import decode, encode
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -342,7 +342,7 @@ def measure_signatures(incoming: bytes, outgoing: bytes) -> dict[str, Any]:
     """
     key = Ed25519PrivateKey.generate()
     public = key.public_key()
-    signed_incoming = seal(incoming, "p2", key)
+    signed_incoming = sign_payload(incoming, "p2", key)
 
     def verify() -> None:
         envelope = unwrap(signed_incoming)
@@ -351,7 +351,7 @@ def measure_signatures(incoming: bytes, outgoing: bytes) -> dict[str, Any]:
         public.verify(signature, signed_bytes(signer, body))
 
     verify()
-    sign_runs = [timed(lambda: seal(outgoing, "p1", key))[0] for _ in range(HOP_RUNS)]
+    sign_runs = [timed(lambda: sign_payload(outgoing, "p1", key))[0] for _ in range(HOP_RUNS)]
     verify_runs = [timed(verify)[0] for _ in range(HOP_RUNS)]
     return {
         "sign_ms": 1e3 * float(np.median(sign_runs)),

@@ -223,7 +223,7 @@ DEFAULT_LEARNING_RATE = 0.05
 #: Data sets whose objective needs a smaller step than DEFAULT_LEARNING_RATE,
 #: each with the step that converges and the rows per provider it was found
 #: for. A provider's gradient is a sum over its rows, so the step shrinks in
-#: proportion when each provider holds more rows.
+#: proportion when each provider has more rows.
 _TUNED_LEARNING_RATES = {
     "warfarin": (0.003, 221),
     "warfarin-outliers": (0.003, 221),

@@ -39,7 +39,7 @@ RANDOMISERS = ("scalar", "vector", "additive", "uniform")
 
 DEFAULT_RANDOMISER = "scalar"
 
-#: Bits of randomness in a number drawn from (0, 1]. A float64 significand holds 53 bits.
+#: Bits of randomness in a number drawn from (0, 1]. A float64 significand has 53 bits.
 RANDOM_BITS = 53
 
 #: Allowed deviation of a scale or count total from its bound, per contributor. The

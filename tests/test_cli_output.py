@@ -30,7 +30,7 @@ def test_round_line_counts_updates(capsys: pytest.CaptureFixture[str]) -> None:
     )
 
 
-def test_round_line_names_the_logged_round_after_a_repeat(
+def test_round_line_after_repeat(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     # Round 4 failed and was repeated as round 5, which made the fourth update.

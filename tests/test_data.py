@@ -568,7 +568,7 @@ def test_split_stratifies_label_rows() -> None:
     assert sorted(test.y[:, 0].tolist()) == [0.0, 0.0, 1.0, 1.0]
 
 
-def test_file_that_is_not_a_zip_gets_no_unsafe_advice(tmp_path: Path) -> None:
+def test_non_zip_npz_error_is_safe(tmp_path: Path) -> None:
     path = tmp_path / "p1.npz"
     path.write_bytes(b"X,y\n1,0\n")
 
@@ -591,7 +591,7 @@ def test_file_that_is_not_a_zip_gets_no_unsafe_advice(tmp_path: Path) -> None:
         ("digits", 240, 0.0025),
     ],
 )
-def test_default_learning_rate_shrinks_with_rows_per_provider(
+def test_default_learning_rate_scales_with_rows(
     name: str, rows: float, expected: float
 ) -> None:
     assert default_learning_rate(name, rows) == pytest.approx(expected, rel=1e-3)

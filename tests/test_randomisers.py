@@ -133,7 +133,8 @@ def test_draw_unit_fresh_without_generator() -> None:
     second = draw_unit(8)
 
     assert not np.array_equal(first, second)
-    assert np.all((first > 0.0) & (first <= 1.0))
+    assert np.all(first > 0.0)
+    assert np.all(first <= 1.0)
 
 
 def test_seeded_generator_repeats_draws() -> None:
@@ -186,7 +187,8 @@ def test_scalar_recovers_weighted_mean() -> None:
     expected = np.sum([a * g for a, g in zip(scales, GRADIENTS, strict=True)], axis=0)
     np.testing.assert_allclose(recovered.direction, expected / scales.sum(), rtol=1e-12)
     assert recovered.scale_total == pytest.approx(scales.sum(), rel=1e-15)
-    assert np.all((scales > 0.0) & (scales <= 1.0))
+    assert np.all(scales > 0.0)
+    assert np.all(scales <= 1.0)
     # Three providers give a random convex combination, not the mean.
     assert not np.allclose(recovered.direction, MEAN_GRADIENT)
 
@@ -254,8 +256,10 @@ def test_uniform_sample_doubled_has_mean_gradient() -> None:
     assert np.all(np.abs(2 * samples.mean(axis=0) - gradient) <= STANDARD_ERRORS * standard_error)
     assert np.all(samples[:, 3] == 0.0)
     # Each sample lies between 0 and its gradient element.
-    assert np.all((samples[:, 0] > 0.0) & (samples[:, 0] <= 3.0))
-    assert np.all((samples[:, 1] < 0.0) & (samples[:, 1] >= -2.0))
+    assert np.all(samples[:, 0] > 0.0)
+    assert np.all(samples[:, 0] <= 3.0)
+    assert np.all(samples[:, 1] < 0.0)
+    assert np.all(samples[:, 1] >= -2.0)
 
 
 def test_uniform_sends_sampling_ratios() -> None:
@@ -264,7 +268,8 @@ def test_uniform_sends_sampling_ratios() -> None:
     values = UniformRandomiser().randomise(gradient, draw_random=True).values
 
     samples, ratios = values[:3], values[3:]
-    assert np.all((ratios > 0.0) & (ratios <= 1.0))
+    assert np.all(ratios > 0.0)
+    assert np.all(ratios <= 1.0)
     np.testing.assert_allclose(samples, ratios * gradient, rtol=0, atol=0)
     # A zero element gets a random ratio as well, so Σ u does not show it.
     assert ratios[2] != 1.0

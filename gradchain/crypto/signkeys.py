@@ -10,8 +10,9 @@ encrypt Contributions and Acks to (see :mod:`gradchain.protocol.sealing`),
 in the same formats.
 
 A private key file is created with mode 0600 in the ``os.open`` call, and
-:func:`load_signing_key` rejects a file whose mode gives group or others any
-access, like the Paillier private key files of :mod:`.keyfile`.
+:func:`load_signing_key` and :func:`load_sealing_key` reject a file whose
+mode gives group or others any access, like the Paillier private key files
+of :mod:`.keyfile`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
@@ -103,19 +106,15 @@ def create_signing_key(folder: Path, participant: str) -> bool:
     Returns whether a new pair was written. An existing private key file
     whose public key file is missing gets the public key file written again.
     """
-    private_path = private_key_path(folder, participant)
-    public_path = public_key_path(folder, participant)
-    folder.mkdir(parents=True, exist_ok=True)
-    if private_path.exists():
-        if not public_path.exists():
-            key = load_signing_key(private_path)
-            save_signing_key(private_path, public_path, key)
-        return False
-    save_signing_key(private_path, public_path, Ed25519PrivateKey.generate())
-    logger.info(
-        "wrote the signing key pair of %s to %s and %s", participant, private_path, public_path
+    return _create_key_pair(
+        folder,
+        participant,
+        private_path=private_key_path(folder, participant),
+        public_path=public_key_path(folder, participant),
+        kind="signing",
+        generate=Ed25519PrivateKey.generate,
+        load=load_signing_key,
     )
-    return True
 
 
 def create_sealing_key(folder: Path, participant: str) -> bool:
@@ -124,17 +123,35 @@ def create_sealing_key(folder: Path, participant: str) -> bool:
     Returns whether a new pair was written. An existing private key file
     whose public key file is missing gets the public key file written again.
     """
-    private_path = seal_private_key_path(folder, participant)
-    public_path = seal_public_key_path(folder, participant)
+    return _create_key_pair(
+        folder,
+        participant,
+        private_path=seal_private_key_path(folder, participant),
+        public_path=seal_public_key_path(folder, participant),
+        kind="sealing",
+        generate=X25519PrivateKey.generate,
+        load=load_sealing_key,
+    )
+
+
+def _create_key_pair(
+    folder: Path,
+    participant: str,
+    *,
+    private_path: Path,
+    public_path: Path,
+    kind: str,
+    generate: Callable[[], Ed25519PrivateKey | X25519PrivateKey],
+    load: Callable[[StrPath], Ed25519PrivateKey | X25519PrivateKey],
+) -> bool:
     folder.mkdir(parents=True, exist_ok=True)
     if private_path.exists():
         if not public_path.exists():
-            key = load_sealing_key(private_path)
-            save_signing_key(private_path, public_path, key, kind="sealing")
+            save_signing_key(private_path, public_path, load(private_path), kind=kind)
         return False
-    save_signing_key(private_path, public_path, X25519PrivateKey.generate(), kind="sealing")
+    save_signing_key(private_path, public_path, generate(), kind=kind)
     logger.info(
-        "wrote the sealing key pair of %s to %s and %s", participant, private_path, public_path
+        "wrote the %s key pair of %s to %s and %s", kind, participant, private_path, public_path
     )
     return True
 
@@ -145,18 +162,8 @@ def load_sealing_key(path: StrPath) -> X25519PrivateKey:
     Raises CryptoError naming the path when the file is missing, unreadable,
     accessible by group or others, or not an X25519 private key in PEM.
     """
-    name = os.fspath(path)
-    data = _read_private_file(path, "sealing")
-    try:
-        loaded = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CryptoError(f"{name}: invalid sealing key file: {exc}") from exc
-    if not isinstance(loaded, X25519PrivateKey):
-        raise CryptoError(
-            f"{name}: expected an X25519 private key, got {type(loaded).__name__}; "
-            "create the file with `gradchain keys TOPOLOGY`"
-        )
-    return loaded
+    key = _load_pem_key(path, kind="sealing", algorithm="X25519", expected=X25519PrivateKey)
+    return cast(X25519PrivateKey, key)
 
 
 def load_seal_public_key(path: StrPath) -> X25519PublicKey:
@@ -165,24 +172,8 @@ def load_seal_public_key(path: StrPath) -> X25519PublicKey:
     Raises CryptoError naming the path when the file is missing, unreadable
     or not an X25519 public key in PEM.
     """
-    name = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
-        raise CryptoError(
-            f"{name}: failed to read sealing public key file: {exc.strerror}"
-        ) from exc
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CryptoError(f"{name}: invalid sealing public key file: {exc}") from exc
-    if not isinstance(key, X25519PublicKey):
-        raise CryptoError(
-            f"{name}: expected an X25519 public key, got {type(key).__name__}; "
-            "create the file with `gradchain keys TOPOLOGY`"
-        )
-    return key
+    key = _load_pem_key(path, kind="sealing", algorithm="X25519", expected=X25519PublicKey)
+    return cast(X25519PublicKey, key)
 
 
 def load_signing_key(path: StrPath) -> Ed25519PrivateKey:
@@ -191,18 +182,8 @@ def load_signing_key(path: StrPath) -> Ed25519PrivateKey:
     Raises CryptoError naming the path when the file is missing, unreadable,
     accessible by group or others, or not an Ed25519 private key in PEM.
     """
-    name = os.fspath(path)
-    data = _read_private_file(path, "signing")
-    try:
-        key = serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CryptoError(f"{name}: invalid signing key file: {exc}") from exc
-    if not isinstance(key, Ed25519PrivateKey):
-        raise CryptoError(
-            f"{name}: expected an Ed25519 private key, got {type(key).__name__}; "
-            "create the file with `gradchain keys TOPOLOGY`"
-        )
-    return key
+    key = _load_pem_key(path, kind="signing", algorithm="Ed25519", expected=Ed25519PrivateKey)
+    return cast(Ed25519PrivateKey, key)
 
 
 def _read_private_file(path: StrPath, kind: str) -> bytes:
@@ -235,21 +216,47 @@ def load_verify_key(path: StrPath) -> Ed25519PublicKey:
     Raises CryptoError naming the path when the file is missing, unreadable
     or not an Ed25519 public key in PEM.
     """
+    key = _load_pem_key(path, kind="signing", algorithm="Ed25519", expected=Ed25519PublicKey)
+    return cast(Ed25519PublicKey, key)
+
+
+_PRIVATE_KEY_TYPES = (Ed25519PrivateKey, X25519PrivateKey)
+
+
+def _load_pem_key(path: StrPath, *, kind: str, algorithm: str, expected: type) -> object:
+    """Read one PEM key file and return its key, which is an instance of ``expected``.
+
+    Raises CryptoError naming the path when the file cannot be read or parsed,
+    or contains another type of key. A private key file also gets the mode
+    check of :func:`_read_private_file`. ``kind`` ("signing" or "sealing")
+    and ``algorithm`` name the key in error messages.
+    """
     name = os.fspath(path)
-    try:
-        with open(path, "rb") as file:
-            data = file.read()
-    except OSError as exc:
+    private = issubclass(expected, _PRIVATE_KEY_TYPES)
+    visibility = "private" if private else "public"
+    loaded: object
+    if private:
+        data = _read_private_file(path, kind)
+        try:
+            loaded = serialization.load_pem_private_key(data, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise CryptoError(f"{name}: invalid {kind} key file: {exc}") from exc
+    else:
+        try:
+            with open(path, "rb") as file:
+                data = file.read()
+        except OSError as exc:
+            raise CryptoError(
+                f"{name}: failed to read {kind} public key file: {exc.strerror}"
+            ) from exc
+        try:
+            loaded = serialization.load_pem_public_key(data)
+        except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+            raise CryptoError(f"{name}: invalid {kind} public key file: {exc}") from exc
+
+    if not isinstance(loaded, expected):
         raise CryptoError(
-            f"{name}: failed to read signing public key file: {exc.strerror}"
-        ) from exc
-    try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
-        raise CryptoError(f"{name}: invalid signing public key file: {exc}") from exc
-    if not isinstance(key, Ed25519PublicKey):
-        raise CryptoError(
-            f"{name}: expected an Ed25519 public key, got {type(key).__name__}; "
+            f"{name}: expected an {algorithm} {visibility} key, got {type(loaded).__name__}; "
             "create the file with `gradchain keys TOPOLOGY`"
         )
-    return key
+    return loaded

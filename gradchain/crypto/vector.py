@@ -48,22 +48,15 @@ def encrypt_vector(
     Raises ValueError and ConfigError as the encoding's ``encode_vector``
     does, and ValueError when ``obfuscators`` belongs to another key.
     """
-    if obfuscators is not None and obfuscators.public_key != public_key:
-        raise ValueError(
-            f"the obfuscator pool belongs to key {obfuscators.public_key.fingerprint}, "
-            f"not to key {public_key.fingerprint}"
-        )
-    encoded = encoding.encode_vector(values, public_key, contributors=contributors)
-    count = len(encoded.plaintexts)
-    if obfuscators is not None:
-        masks = obfuscators.take(count)
-    else:
-        masks = shared_source(public_key).compute(count)
-    ciphertexts = [
-        public_key.raw_encrypt_with_obfuscator(plaintext, mask)
-        for plaintext, mask in zip(encoded.plaintexts, masks, strict=True)
-    ]
-    return ciphertexts, encoded.clipped
+    split, clipped = encrypt_portions(
+        public_key,
+        encoding,
+        values,
+        1,
+        obfuscators=obfuscators,
+        contributors=contributors,
+    )
+    return split[0], clipped
 
 
 def encrypt_portions(
@@ -138,11 +131,10 @@ def encode_unencrypted_vector(
     them a plaintext reference with the same message sizes and additions.
     Returns the ciphertexts and the clipped count, as :func:`encrypt_vector` does.
     """
-    encoded = encoding.encode_vector(values, public_key, contributors=contributors)
-    ciphertexts = [
-        public_key.raw_encrypt_with_obfuscator(plaintext, 1) for plaintext in encoded.plaintexts
-    ]
-    return ciphertexts, encoded.clipped
+    split, clipped = encrypt_portions(
+        public_key, encoding, values, 1, contributors=contributors, encrypt=False
+    )
+    return split[0], clipped
 
 
 def open_unencrypted_vector(

@@ -79,7 +79,7 @@ class Connection:
         from the status of an earlier or later process of the same node id.
         """
         status = Status(job=self.job, node=self.node_id, state=state, instance=self.instance)
-        return self.signing.seal(encode(status))
+        return self.signing.sign(encode(status))
 
     async def run(
         self,

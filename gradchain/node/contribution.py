@@ -1,6 +1,6 @@
 """A provider's own contribution: gradient, randomisation, encryption.
 
-This is the only code that sees a provider's plaintext gradient g_i and the
+This is the only code that handles a provider's plaintext gradient g_i and the
 random numbers its randomiser draws (see :mod:`gradchain.randomisers`). Both
 stay in local variables of :func:`compute_contribution` and leave it only
 inside Paillier ciphertexts.
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..crypto import PublicKey, encode_unencrypted_vector, encrypt_portions, encrypt_vector
+from ..crypto import PublicKey, encrypt_portions
 from ..crypto.encoding import Encoding
 from ..crypto.obfuscators import ObfuscatorPool
 from ..models import Model
@@ -65,19 +65,12 @@ def compute_contribution(
     gradient = provider_gradient(model, theta, features, labels, state)
     randomised = (randomiser or ScalarRandomiser()).randomise(gradient, draw_random=randomise)
     values = randomised.values
-    if portions > 1:
-        split, clipped = encrypt_portions(
-            public_key, encoding, values, portions, obfuscators=obfuscators, encrypt=encrypt
-        )
-        return EncryptedContribution(
-            ciphertexts=(),
-            clipped=clipped + randomised.clipped,
-            portions=tuple(tuple(part) for part in split),
-        )
-    if encrypt:
-        ciphertexts, clipped = encrypt_vector(public_key, encoding, values, obfuscators=obfuscators)
-    else:
-        ciphertexts, clipped = encode_unencrypted_vector(public_key, encoding, values)
-    return EncryptedContribution(
-        ciphertexts=tuple(ciphertexts), clipped=clipped + randomised.clipped
+    split, clipped = encrypt_portions(
+        public_key, encoding, values, portions, obfuscators=obfuscators, encrypt=encrypt
     )
+    clipped += randomised.clipped
+    if portions > 1:
+        return EncryptedContribution(
+            ciphertexts=(), clipped=clipped, portions=tuple(tuple(part) for part in split)
+        )
+    return EncryptedContribution(ciphertexts=tuple(split[0]), clipped=clipped)

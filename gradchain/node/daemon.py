@@ -312,7 +312,7 @@ class NodeDaemon:
         )
         published = await self.connection.publish(
             flags_topic(self.topology.job.id, self.node_id),
-            self.signing.seal(encode_flag_count(message)),
+            self.signing.sign(encode_flag_count(message)),
         )
         if published:
             self.log.info("flagged %d rows with the final theta and sent the count", flagged)

@@ -98,8 +98,8 @@ def plaintext_baseline(topology: Topology) -> Baseline:
                 parameters=job.features,
             )
     except (ConfigError, ValueError) as error:
-        # Settings that make the plaintext reference diverge say little about the
-        # encrypted run, which has already ended; report it instead of crashing.
+        # The encrypted run has already ended, so a diverging plaintext reference
+        # is reported in metrics.json instead of ending the command with a traceback.
         return Baseline(rounds=0, loss=None, accuracy=None, scores={}, theta=[], error=str(error))
     scores: dict[str, float] = {}
     if evaluate_on is not None:

@@ -593,7 +593,7 @@ class LearnerDaemon:
             self.timer.start(message.round)
         self._round_published.clear()
         if await self.connection.publish(
-            round_topic(self.topology.job.id), self.signing.seal(encode(message)), retain=True
+            round_topic(self.topology.job.id), self.signing.sign(encode(message)), retain=True
         ):
             self._round_published.set()
         if isinstance(message, RoundStart):
@@ -609,7 +609,7 @@ class LearnerDaemon:
         if message is None:
             return
         if await self.connection.publish(
-            round_topic(self.topology.job.id), self.signing.seal(encode(message)), retain=True
+            round_topic(self.topology.job.id), self.signing.sign(encode(message)), retain=True
         ):
             self._round_published.set()
             self.log.info("published round %d again after reconnecting", message.round)

@@ -189,6 +189,19 @@ class LearnerProtocol:
     def awaited(self) -> frozenset[str]:
         """Inputs from which a contribution can still arrive this round."""
         carries = self._carries()
+        if not self.config.portion_routes:
+            # Every provider arrives once, so provider ids name the contributions.
+            # Building (provider, portion) keys for every upstream node on each
+            # call would cost O(N²) in a chain of N nodes.
+            return awaited_senders(
+                self.config.inputs,
+                feeders=self.config.feeders,
+                carries=carries,
+                received=self._received.keys(),
+                counted=self._counted(),
+                offline=self.offline,
+                participants=self.participants,
+            )
         participants = None
         # A provider whose portion lost every node on its route sends nothing,
         # also when that happens in the middle of a round.
@@ -322,7 +335,11 @@ class LearnerProtocol:
                 participants=self.participants,
                 # A provider that splits its contribution arrives once per portion,
                 # so only the portion this sender carries may not be counted yet.
-                counted={provider for provider, portion in keys if (provider, portion) in counted_portions},
+                counted={
+                    provider
+                    for provider, portion in keys
+                    if (provider, portion) in counted_portions
+                },
                 sum_name="total",
                 public_key=self.public_key,
                 ciphertext_count=self.config.ciphertext_count,

@@ -217,7 +217,9 @@ class NodeProtocol:
         participants: frozenset[str] | None = self.participants
         blocked = blocked_providers(self.config.portion_routes, self.offline)
         if blocked:
-            everyone = frozenset().union(*carries.values()) if participants is None else participants
+            everyone = (
+                frozenset().union(*carries.values()) if participants is None else participants
+            )
             participants = everyone - blocked
         return awaited_senders(
             self.config.inputs,
@@ -288,9 +290,7 @@ class NodeProtocol:
                 f"node {self.config.node_id} sends one contribution; pass it to own_contribution_ready"
             )
         if len(portions) != expected:
-            raise ProtocolError(
-                f"expected {expected} portions, got {len(portions)}", round=round
-            )
+            raise ProtocolError(f"expected {expected} portions, got {len(portions)}", round=round)
         self._check_own_allowed(round)
         for portion in portions:
             self._check_ciphertexts(tuple(portion), sender=self.config.node_id, round=round)

@@ -2,11 +2,10 @@
 
 Every participant of a signed topology has a static X25519 key pair (see
 :mod:`gradchain.crypto.signkeys`). A sender seals the version 1 payload of a
-Contribution or Ack to the public key of the inbox's owner, so a broker
-client that reads ``gradchain/<job>/inbox/<id>`` can read neither the
-ciphertexts nor the contributor list, even if it holds the learner's
-Paillier private key. A sealed payload is a msgpack map of wire format
-version 3::
+Contribution or Ack to the public key of the inbox's owner. A broker client
+that reads ``gradchain/<job>/inbox/<id>`` can then read neither the
+ciphertexts nor the contributor list, even with the learner's Paillier
+private key. A sealed payload is a msgpack map of wire format version 3::
 
     {"v": 3, "from": "p1", "to": "p2", "kind": "contribution", "round": 4,
      "epk": <32 bytes>, "ct": <ChaCha20-Poly1305 ciphertext and tag>}
@@ -233,7 +232,11 @@ class InboxSealing:
         )
 
     def open(self, envelope: SealedEnvelope) -> bytes:
-        """Unseal a payload addressed to this participant; raise SealingError if it fails."""
+        """Unseal a payload addressed to this participant.
+
+        Raises SealingError when this participant has no sealing private key or
+        the payload does not unseal.
+        """
         if self.private_key is None:
             raise SealingError(
                 f"rejected a sealed payload: {self.own_id!r} has no sealing private key; run "

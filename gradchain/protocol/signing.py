@@ -64,7 +64,7 @@ def signed_bytes(signer: str, body: bytes) -> bytes:
     return SIGNATURE_CONTEXT + signer.encode("utf-8") + b"\0" + body
 
 
-def seal(body: bytes, signer: str, key: Ed25519PrivateKey) -> bytes:
+def sign_payload(body: bytes, signer: str, key: Ed25519PrivateKey) -> bytes:
     """Wrap the version 1 payload ``body`` in a signed version 2 envelope."""
     envelope = {
         "v": SIGNED_WIRE_VERSION,
@@ -132,7 +132,7 @@ def decode_unverified(data: bytes) -> Message:
 def peek(data: bytes) -> Message | SealedEnvelope:
     """Parse a payload like :func:`decode_unverified`, but return a sealed one's envelope.
 
-    A sealed payload's message stays encrypted, so observers see only the
+    A sealed payload's message stays encrypted, so observers read only the
     envelope's ``kind``, ``round``, sender and recipient.
     """
     envelope = unwrap(data)
@@ -175,17 +175,17 @@ class MessageSigning:
         """Whether outgoing payloads are signed."""
         return self.private_key is not None
 
-    def seal(self, body: bytes) -> bytes:
-        """Sign the version 1 payload ``body`` with the own key; without a key, return it as is."""
+    def sign(self, body: bytes) -> bytes:
+        """Sign the version 1 payload ``body`` with the own key, or return it as is without a key."""
         if self.private_key is None:
             return body
-        return seal(body, self.own_id, self.private_key)
+        return sign_payload(body, self.own_id, self.private_key)
 
     def seal_for(self, recipient: str, message: Contribution | Ack, body: bytes) -> bytes:
         """Seal the version 1 payload ``body`` of ``message`` to ``recipient``, then sign it."""
         if self.sealing is not None:
             body = self.sealing.seal(body, recipient, message)
-        return self.seal(body)
+        return self.sign(body)
 
     def open(self, data: bytes) -> Message:
         """Verify, unseal and parse one round, inbox or status payload.
@@ -228,7 +228,11 @@ class MessageSigning:
         return message
 
     def open_flag_count(self, data: bytes) -> FlagCount:
-        """Verify and parse one FlagCount payload; raise ProtocolError if it fails."""
+        """Verify and parse one FlagCount payload.
+
+        Raises SignatureError, a ProtocolError, when a check fails, and
+        ProtocolError for a malformed payload.
+        """
         signer, body = self._verified_body(data)
         message = decode_flag_count(body)
         self._check_author(signer, message)

@@ -317,8 +317,9 @@ def write_multi(
     Each provider p1..pN splits its contribution into ``portions`` random
     shares and sends share m of provider i (counting from 0) to aggregator
     a((i + m) mod A + 1), where A is ``aggregators`` (default: ``portions``).
-    Every aggregator sends its sum to the learner, so no aggregator holds two
-    shares of one provider and a round takes 2 hops. ``settings`` are the
+    With A >= ``portions`` these aggregators differ, so no aggregator receives
+    two shares of one provider. Every aggregator sends its sum to the
+    learner, so a round takes 2 hops. ``settings`` are the
     job and crypto keyword arguments of :func:`write_chain`, with the same
     defaults. ``job_id`` defaults to ``<dataset_name>-multi``. Raises
     ConfigError for fewer than 2 portions or fewer aggregators than

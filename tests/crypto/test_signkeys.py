@@ -1,8 +1,9 @@
-"""Tests for gradchain.crypto.signkeys: Ed25519 signing key files."""
+"""Tests for gradchain.crypto.signkeys: Ed25519 signing and X25519 sealing key files."""
 
 from __future__ import annotations
 
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -11,12 +12,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from gradchain.crypto.signkeys import (
+    create_sealing_key,
     create_signing_key,
+    load_seal_public_key,
+    load_sealing_key,
     load_signing_key,
     load_verify_key,
     private_key_path,
     public_key_path,
     save_signing_key,
+    seal_private_key_path,
+    seal_public_key_path,
 )
 from gradchain.errors import CryptoError
 
@@ -121,3 +127,66 @@ def test_other_key_type_rejected(tmp_path: Path) -> None:
         load_signing_key(private_path)
     with pytest.raises(CryptoError, match="expected an Ed25519 public key"):
         load_verify_key(public_path)
+
+
+def test_sealing_pair_round_trips(tmp_path: Path) -> None:
+    assert create_sealing_key(tmp_path, "p1")
+
+    private_key = load_sealing_key(seal_private_key_path(tmp_path, "p1"))
+    public_key = load_seal_public_key(seal_public_key_path(tmp_path, "p1"))
+
+    assert public_key.public_bytes_raw() == private_key.public_key().public_bytes_raw()
+    assert file_mode(seal_private_key_path(tmp_path, "p1")) == 0o600
+    assert not create_sealing_key(tmp_path, "p1")
+
+
+def test_readable_sealing_file_rejected(tmp_path: Path) -> None:
+    create_sealing_key(tmp_path, "p1")
+    path = seal_private_key_path(tmp_path, "p1")
+    path.chmod(0o640)
+
+    with pytest.raises(CryptoError, match=f"sealing key file has mode 0640.*chmod 600 {path}"):
+        load_sealing_key(path)
+
+
+def test_signing_files_rejected_as_sealing(tmp_path: Path) -> None:
+    create_signing_key(tmp_path, "p1")
+
+    with pytest.raises(CryptoError, match="expected an X25519 private key, got"):
+        load_sealing_key(private_key_path(tmp_path, "p1"))
+    with pytest.raises(CryptoError, match="expected an X25519 public key, got"):
+        load_seal_public_key(public_key_path(tmp_path, "p1"))
+
+
+@pytest.mark.parametrize(
+    ("load", "file_name", "message"),
+    [
+        pytest.param(
+            load_verify_key, "p9.sign.pub", "failed to read signing public key", id="verify"
+        ),
+        pytest.param(load_sealing_key, "p9.seal.key", "failed to read sealing key", id="sealing"),
+        pytest.param(
+            load_seal_public_key, "p9.seal.pub", "failed to read sealing public key", id="seal-pub"
+        ),
+    ],
+)
+def test_missing_key_file_named(
+    tmp_path: Path, load: Callable[[Path], object], file_name: str, message: str
+) -> None:
+    path = tmp_path / file_name
+
+    with pytest.raises(CryptoError, match=f"{path}: {message} file"):
+        load(path)
+
+
+def test_garbage_sealing_files_rejected(tmp_path: Path) -> None:
+    private_path = tmp_path / "p1.seal.key"
+    private_path.write_text("not a key\n")
+    private_path.chmod(0o600)
+    public_path = tmp_path / "p1.seal.pub"
+    public_path.write_text("not a key\n")
+
+    with pytest.raises(CryptoError, match="invalid sealing key file"):
+        load_sealing_key(private_path)
+    with pytest.raises(CryptoError, match="invalid sealing public key file"):
+        load_seal_public_key(public_path)

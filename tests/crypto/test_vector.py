@@ -250,7 +250,7 @@ def test_first_invalid_ciphertext(medium_keypair: Keypair) -> None:
 
 
 @pytest.mark.parametrize("portions", [2, 3])
-def test_portions_of_several_providers_add_up_to_their_sum(
+def test_portions_add_up_to_sum(
     keypair_2048: Keypair, portions: int
 ) -> None:
     public_key, private_key = keypair_2048
@@ -302,7 +302,7 @@ def test_portions_must_be_positive(medium_keypair: Keypair) -> None:
         encrypt_portions(public_key, ENCODING, [1.0], 0)
 
 
-def test_first_share_is_uniform_over_the_modulus(medium_keypair: Keypair) -> None:
+def test_first_share_is_uniform(medium_keypair: Keypair) -> None:
     public_key, _ = medium_keypair
     draws = 4000
     bins = 8

@@ -13,7 +13,7 @@ from .helpers import JOB_TIMEOUT, run_cli
 pytestmark = pytest.mark.integration
 
 
-async def test_node_that_cannot_read_its_data_is_named_with_its_error_and_log(
+async def test_failed_node_named_with_error_and_log(
     tmp_path: Path, time_unit: float
 ) -> None:
     topology = write_chain(

@@ -48,7 +48,7 @@ def _multi(folder: Path, providers: int, aggregators: int, **settings: object) -
     )
 
 
-async def test_split_contributions_equal_plaintext_gradient_descent(
+async def test_split_contributions_equal_plaintext_gd(
     tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float
 ) -> None:
     topology_path = _multi(tmp_path / "job", providers=6, aggregators=3)
@@ -101,7 +101,7 @@ async def test_split_contributions_equal_plaintext_gradient_descent(
     _audit_wire(wire, topology_path)
 
 
-async def test_crashed_aggregator_leaves_out_the_providers_that_need_it(
+async def test_crashed_aggregator_leaves_out_providers(
     tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float
 ) -> None:
     # Provider i sends its portions to a(i mod 4) and a(i+1 mod 4), so a4 carries

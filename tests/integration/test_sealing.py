@@ -1,4 +1,4 @@
-"""Sealed inboxes against a wire recorder that holds the learner's Paillier private key.
+"""Sealed inboxes against a wire recorder that has the learner's Paillier private key.
 
 The recorder subscribes to every topic of the job, like any client of a
 broker without access control. With sealing on, it finds no Contribution it

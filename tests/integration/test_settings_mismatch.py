@@ -17,7 +17,7 @@ from .helpers import JOB_TIMEOUT, run_cli
 pytestmark = pytest.mark.integration
 
 
-async def test_node_with_other_settings_names_both_digests_and_exits(
+async def test_mismatched_node_reports_and_exits(
     tmp_path: Path, mosquitto: MosquittoBroker, time_unit: float
 ) -> None:
     topology = write_chain(

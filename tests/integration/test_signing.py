@@ -28,7 +28,7 @@ from gradchain.models import LogisticRegression, StepSchedule, plaintext_distrib
 from gradchain.node.broker import BrokerAddress, MosquittoBroker
 from gradchain.node.keys import ensure_deployment_keys
 from gradchain.protocol import Contribution, RoundStart, encode
-from gradchain.protocol.signing import decode_unverified, seal
+from gradchain.protocol.signing import decode_unverified, sign_payload
 from gradchain.protocol.topics import inbox_topic, round_topic
 from gradchain.randomisers import ScalarRandomiser
 from gradchain.topology import Topology, load_topology, write_chain
@@ -40,7 +40,7 @@ pytestmark = pytest.mark.integration
 PROVIDERS = 4
 ROUNDS = 12
 SMALL_KEY_BITS = 512
-#: Seconds p1 holds back its contribution in every round, so the forgeries arrive first.
+#: Seconds p1 delays its contribution in every round, so the forgeries arrive first.
 STRAGGLER_DELAY = 0.3
 #: Value of every element of the gradient in a forged contribution.
 FORGED_GRADIENT = 0.5
@@ -48,7 +48,7 @@ FORGED_GRADIENT = 0.5
 
 @dataclass
 class Forgeries:
-    """What the forger published, by kind."""
+    """Counts of the payloads that the forger published, by kind, and the runs it targeted."""
 
     unsigned: int = 0
     signed_by_stranger: int = 0
@@ -107,16 +107,16 @@ async def forge(broker: BrokerAddress, topology: Topology, forgeries: Forgeries)
                 )
                 await client.publish(inbox, body, qos=1)
                 forgeries.unsigned += 1
-                await client.publish(inbox, seal(body, "p2", stranger), qos=1)
+                await client.publish(inbox, sign_payload(body, "p2", stranger), qos=1)
                 forgeries.signed_by_stranger += 1
 
 
 async def run_with_forger(
     topology_path: Path, results: Path, broker: MosquittoBroker, time_unit: float
 ) -> tuple[np.ndarray, Forgeries, str]:
-    """Run the job while the forger publishes; return θ, the forgeries and p3's log.
+    """Run the job while the forger publishes, and return θ, the forgeries and p3's log.
 
-    p1 holds its contribution back STRAGGLER_DELAY seconds in every round, so
+    p1 delays its contribution by STRAGGLER_DELAY seconds in every round, so
     p2's real sum reaches p3 well after the forgeries of the round. A
     straggler changes no value, only when p1's contribution is sent.
     """

@@ -318,7 +318,7 @@ async def test_signed_online_status_refused(broker: BrokerAddress, time_unit: fl
     key = Ed25519PrivateKey.generate()
     signing = status_signing("p1", key)
     async with client(broker) as mqtt:
-        payload = signing.seal(
+        payload = signing.sign(
             encode(Status(job=JOB, node="p1", state=Liveness.ONLINE, instance=INSTANCE))
         )
         await mqtt.publish(status_topic(JOB, "p1"), payload, qos=1, retain=True)

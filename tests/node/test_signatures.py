@@ -72,7 +72,7 @@ def test_loaded_signing_verifies_peers(topology: Topology) -> None:
     with pytest.raises(SignatureError, match="Ack of 'p1' signed by 'p2'"):
         p1.open(p2.seal_for("p1", ack_message("p1"), ack("p1")))
     with pytest.raises(SealingError, match="unsealed Ack"):
-        p2.open(p1.seal(ack("p1")))
+        p2.open(p1.sign(ack("p1")))
 
 
 def test_missing_key_files_named_when_required(topology: Topology) -> None:
@@ -103,7 +103,7 @@ def test_missing_own_key_sends_unsigned_when_optional(
         p2 = load_message_signing(optional, "p2", LOG)
 
     assert not p2.signs
-    assert p2.seal(ack("p2")) == ack("p2")
+    assert p2.sign(ack("p2")) == ack("p2")
     assert p2.open(ack("p1")).sender == "p1"  # type: ignore[union-attr]
     assert "p2.sign.key" in caplog.text
 
@@ -165,7 +165,7 @@ def test_seal_false_creates_and_loads_no_sealing_keys(topology: Topology) -> Non
     assert not list(folder.glob("*.seal.*"))
     p2 = load_message_signing(unsealed, "p2", LOG)
     assert p2.sealing is None
-    assert p2.open(load_message_signing(unsealed, "p1", LOG).seal(ack("p1"))) == ack_message("p1")
+    assert p2.open(load_message_signing(unsealed, "p1", LOG).sign(ack("p1"))) == ack_message("p1")
 
 
 def test_missing_sealing_key_named_when_required(topology: Topology) -> None:

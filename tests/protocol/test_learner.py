@@ -838,9 +838,7 @@ def decrypt_randomised_round(
 
 
 @pytest.mark.parametrize("randomiser", RANDOMISERS)
-def test_unrandomised_round_uses_mean(
-    paillier: Paillier, randomiser: Randomiser
-) -> None:
+def test_unrandomised_round_uses_mean(paillier: Paillier, randomiser: Randomiser) -> None:
     learner = randomiser_learner(paillier, randomiser, randomise=False)
     rng = np.random.default_rng(0)
 
@@ -865,9 +863,7 @@ def test_unrandomised_round_uses_mean(
 
 
 @pytest.mark.parametrize("randomiser", RANDOMISERS)
-def test_randomised_round_completes(
-    paillier: Paillier, randomiser: Randomiser
-) -> None:
+def test_randomised_round_completes(paillier: Paillier, randomiser: Randomiser) -> None:
     learner = randomiser_learner(paillier, randomiser, randomise=True)
     rng = np.random.default_rng(1)
 

@@ -908,7 +908,7 @@ def test_round_start_with_foreign_hs_rejected(paillier: Paillier) -> None:
     assert node.state is NodeState.IDLE
 
 
-def test_round_start_from_a_learner_with_other_settings_is_rejected(paillier: Paillier) -> None:
+def test_round_start_other_settings_rejected(paillier: Paillier) -> None:
     node = NodeProtocol(chain_config(settings_digest="0123456789abcdef"))
     other = replace(round_start(paillier), settings="fedcba9876543210")
 

@@ -85,7 +85,7 @@ def test_acks_and_resends_are_per_portion(paillier: Paillier) -> None:
     assert node.retry_due(1) == []
 
 
-def test_ack_from_outside_every_portion_path_is_rejected(paillier: Paillier) -> None:
+def test_ack_from_outside_paths_rejected(paillier: Paillier) -> None:
     node = split_provider(paillier)
     node.own_portions_ready(1, portions_of(paillier, VECTORS["p1"]))
 
@@ -94,7 +94,7 @@ def test_ack_from_outside_every_portion_path_is_rejected(paillier: Paillier) -> 
     assert not node.acknowledged
 
 
-def test_portion_goes_around_an_offline_aggregator_but_never_to_the_learner(
+def test_portion_reroute_avoids_learner(
     paillier: Paillier,
 ) -> None:
     node = split_provider(paillier)
@@ -110,7 +110,7 @@ def test_portion_goes_around_an_offline_aggregator_but_never_to_the_learner(
     assert [action.to for action in sends(node.retry_due(1))] == ["a1", "x2"]
 
 
-def test_provider_sends_nothing_when_a_portion_has_no_online_aggregator(
+def test_provider_skips_round_without_aggregator(
     paillier: Paillier,
 ) -> None:
     node = split_provider(paillier)
@@ -119,7 +119,8 @@ def test_provider_sends_nothing_when_a_portion_has_no_online_aggregator(
 
     actions = node.own_portions_ready(1, portions_of(paillier, VECTORS["p1"]))
 
-    assert len(actions) == 1 and isinstance(actions[0], Dropped)
+    assert len(actions) == 1
+    assert isinstance(actions[0], Dropped)
     assert "portion 1 (a2, x2) is offline" in str(actions[0].error)
     assert node.state is NodeState.FORWARDED
     assert node.retry_due(1) == []
@@ -199,14 +200,15 @@ def test_learner_decrypts_the_sum_of_all_portions(
     assert learner.receive(aggregated(paillier, "a1", ["p1", "p2", "p3"], 0, split)) == []
     actions = learner.receive(aggregated(paillier, "x2", ["p1", "p2", "p3"], 1, split))
 
-    assert len(actions) == 1 and isinstance(actions[0], DecryptTotal)
+    assert len(actions) == 1
+    assert isinstance(actions[0], DecryptTotal)
     assert actions[0].contributors == ("p1", "p2", "p3")
     decrypted = paillier.decrypt(actions[0].ciphertexts, contributors=3)
     expected = np.sum([(*VECTORS[p][:2], 1.0) for p in ROUTES], axis=0)
     assert decrypted.tolist() == expected.tolist()
 
 
-def test_learner_waits_for_every_portion_of_a_counted_provider(
+def test_learner_awaits_every_portion(
     paillier: Paillier, split: dict[str, list[list[int]]]
 ) -> None:
     learner = split_learner(paillier)
@@ -215,9 +217,7 @@ def test_learner_waits_for_every_portion_of_a_counted_provider(
     assert learner.awaited == frozenset({"x2"})
 
 
-def test_missing_portion_fails_the_round_instead_of_decrypting_noise(
-    paillier: Paillier, split: dict[str, list[list[int]]]
-) -> None:
+def test_missing_portion_fails_round(paillier: Paillier, split: dict[str, list[list[int]]]) -> None:
     learner = split_learner(paillier, min_contributors=2)
     learner.receive(aggregated(paillier, "a1", ["p1", "p2", "p3"], 0, split))
 
@@ -225,11 +225,12 @@ def test_missing_portion_fails_the_round_instead_of_decrypting_noise(
     actions = learner.receive(aggregated(paillier, "x2", ["p1", "p2"], 1, split))
 
     assert isinstance(actions[0], RoundFailed)
-    assert "providers ['p3']" in actions[0].reason and "portions [[1]]" in actions[0].reason
+    assert "providers ['p3']" in actions[0].reason
+    assert "portions [[1]]" in actions[0].reason
     assert not any(isinstance(action, DecryptTotal) for action in actions)
 
 
-def test_portion_counted_twice_through_a_rerouted_sender_is_a_duplicate(
+def test_portion_counted_twice_is_duplicate(
     paillier: Paillier, split: dict[str, list[list[int]]]
 ) -> None:
     learner = split_learner(paillier)
@@ -239,7 +240,7 @@ def test_portion_counted_twice_through_a_rerouted_sender_is_a_duplicate(
         learner.receive(aggregated(paillier, "a2", ["p2"], 1, split))
 
 
-def test_split_provider_sending_straight_to_the_learner_is_rejected(
+def test_split_provider_direct_send_rejected(
     paillier: Paillier, split: dict[str, list[list[int]]]
 ) -> None:
     learner = split_learner(
@@ -259,7 +260,7 @@ def test_split_provider_sending_straight_to_the_learner_is_rejected(
         )
 
 
-def test_round_leaves_out_providers_whose_portion_has_no_online_aggregator(
+def test_round_leaves_out_blocked_providers(
     paillier: Paillier,
 ) -> None:
     routes = {
@@ -286,7 +287,7 @@ def test_round_leaves_out_providers_whose_portion_has_no_online_aggregator(
     assert learner.awaited == frozenset({"a1", "a2"})
 
 
-def test_round_keeps_every_provider_when_leaving_them_out_leaves_too_few(
+def test_round_keeps_providers_when_too_few(
     paillier: Paillier,
 ) -> None:
     learner = started(
@@ -304,7 +305,7 @@ def test_round_keeps_every_provider_when_leaving_them_out_leaves_too_few(
     assert start.participants is None
 
 
-def test_aggregator_stops_waiting_for_a_provider_whose_other_portion_lost_its_aggregator(
+def test_aggregator_stops_awaiting_blocked_provider(
     paillier: Paillier,
 ) -> None:
     # a2 collects portion 1 of p1 and p2; p1's portion 0 goes through a1 alone.
@@ -341,7 +342,7 @@ def test_aggregator_stops_waiting_for_a_provider_whose_other_portion_lost_its_ag
     assert node.awaited == frozenset()
 
 
-def test_learner_fails_the_round_at_once_when_an_aggregator_dies_holding_portions(
+def test_learner_fails_round_when_aggregator_dies(
     paillier: Paillier, split: dict[str, list[list[int]]]
 ) -> None:
     # Portion 0 of every provider goes through a1, portion 1 through a2 -> x2.

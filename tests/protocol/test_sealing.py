@@ -99,7 +99,8 @@ def test_fresh_ephemeral_key_per_payload() -> None:
     first = parse_sealed(sealed_body(sealed_for("p2", contribution())))
     second = parse_sealed(sealed_body(sealed_for("p2", contribution())))
 
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert first.ephemeral_key != second.ephemeral_key
     assert first.ciphertext != second.ciphertext
 
@@ -113,7 +114,7 @@ def test_wrong_recipient_rejected() -> None:
 
 def test_readdressed_payload_fails_to_decrypt() -> None:
     # An unsigned payload sealed to p3 whose "to" field is rewritten to p2:
-    # p2 holds the wrong X25519 key, and the associated data names p3.
+    # p2 has the wrong X25519 key, and the associated data names p3.
     message = contribution()
     body = seal_payload(
         encode(message),
@@ -153,7 +154,7 @@ def test_forwarding_under_sender_name_rejected() -> None:
     )
 
     with pytest.raises(SealingError, match="sealed by 'p1' but signed by 'p2'"):
-        participant("p3").open(participant("p2").seal(resealed))
+        participant("p3").open(participant("p2").sign(resealed))
 
 
 def test_forwarding_under_own_name_rejected() -> None:
@@ -224,11 +225,11 @@ def test_envelope_must_match_message() -> None:
     )
 
     with pytest.raises(SealingError, match="claims a contribution of 'p1' for round 9"):
-        participant("p2").open(participant("p1").seal(body))
+        participant("p2").open(participant("p1").sign(body))
 
 
 def test_unsealed_contribution_rejected_when_required() -> None:
-    unsealed = participant("p1").seal(encode(contribution()))
+    unsealed = participant("p1").sign(encode(contribution()))
 
     with pytest.raises(SealingError, match="unsealed Contribution"):
         participant("p2").open(unsealed)
@@ -236,7 +237,7 @@ def test_unsealed_contribution_rejected_when_required() -> None:
 
 
 def test_unsealed_ack_rejected_when_required() -> None:
-    unsealed = participant("p2").seal(
+    unsealed = participant("p2").sign(
         encode(Ack(job="job", run=RUN, round=3, sender="p2", of="p1"))
     )
 
@@ -250,8 +251,8 @@ def test_broadcast_messages_stay_unsealed() -> None:
     )
     status = Status(job="job", node="p1", state=Liveness.ONLINE, instance=RUN)
 
-    assert participant("p1").open(participant("learner").seal(encode(round_start))) == round_start
-    assert participant("p2").open(participant("p1").seal(encode(status))) == status
+    assert participant("p1").open(participant("learner").sign(encode(round_start))) == round_start
+    assert participant("p2").open(participant("p1").sign(encode(status))) == status
 
 
 def test_unsigned_sealed_payload_rejected_when_signing_required() -> None:

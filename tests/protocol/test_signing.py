@@ -22,7 +22,7 @@ from gradchain.protocol.signing import (
     SIGNED_WIRE_VERSION,
     MessageSigning,
     decode_unverified,
-    seal,
+    sign_payload,
     unsigned,
     unwrap,
 )
@@ -67,21 +67,21 @@ MESSAGES: list[tuple[str, Message]] = [
 
 @pytest.mark.parametrize(("author", "message"), MESSAGES, ids=lambda value: type(value).__name__)
 def test_signed_message_round_trips(author: str, message: Message) -> None:
-    payload = signing(author).seal(encode(message))
+    payload = signing(author).sign(encode(message))
 
     assert signing("p3").open(payload) == message
 
 
 def test_signed_flag_count_round_trips() -> None:
     count = FlagCount(job="job", run=RUN, node="p1", flagged=4)
-    payload = signing("p1").seal(encode_flag_count(count))
+    payload = signing("p1").sign(encode_flag_count(count))
 
     assert signing("learner").open_flag_count(payload) == count
 
 
 def test_envelope_carries_body_bytes() -> None:
     body = encode(contribution())
-    payload = signing("p2").seal(body)
+    payload = signing("p2").sign(body)
 
     envelope = unwrap(payload)
 
@@ -94,7 +94,7 @@ def test_envelope_carries_body_bytes() -> None:
 
 def test_tampered_body_rejected() -> None:
     body = encode(contribution())
-    signer, _, signature = unwrap(seal(body, "p2", KEYS["p2"])) or ("", b"", b"")
+    signer, _, signature = unwrap(sign_payload(body, "p2", KEYS["p2"])) or ("", b"", b"")
     altered = encode(
         Contribution(
             job="job",
@@ -115,7 +115,7 @@ def test_tampered_body_rejected() -> None:
 
 
 def test_flipped_signature_bit_rejected() -> None:
-    payload = bytearray(signing("p2").seal(encode(contribution())))
+    payload = bytearray(signing("p2").sign(encode(contribution())))
     payload[-1] ^= 0x01
 
     with pytest.raises(SignatureError, match="invalid signature"):
@@ -124,7 +124,7 @@ def test_flipped_signature_bit_rejected() -> None:
 
 def test_wrong_key_for_signer_rejected() -> None:
     # p1 signs with its own key but names p2 as the signer.
-    forged = seal(encode(contribution("p2")), "p2", KEYS["p1"])
+    forged = sign_payload(encode(contribution("p2")), "p2", KEYS["p1"])
 
     with pytest.raises(SignatureError, match="invalid signature of 'p2'"):
         signing("p3").open(forged)
@@ -132,7 +132,7 @@ def test_wrong_key_for_signer_rejected() -> None:
 
 def test_signer_author_mismatch_rejected() -> None:
     # p1 signs correctly as itself, but the contribution claims to be from p2.
-    forged = signing("p1").seal(encode(contribution("p2")))
+    forged = signing("p1").sign(encode(contribution("p2")))
 
     with pytest.raises(SignatureError) as caught:
         signing("p3").open(forged)
@@ -144,14 +144,14 @@ def test_signer_author_mismatch_rejected() -> None:
 
 def test_node_cannot_sign_round_start() -> None:
     _, round_start = MESSAGES[3]
-    forged = signing("p1").seal(encode(round_start))
+    forged = signing("p1").sign(encode(round_start))
 
     with pytest.raises(SignatureError, match="RoundStart of 'learner' signed by 'p1'"):
         signing("p2").open(forged)
 
 
 def test_flag_count_of_other_node_rejected() -> None:
-    forged = signing("p1").seal(
+    forged = signing("p1").sign(
         encode_flag_count(FlagCount(job="job", run=RUN, node="p2", flagged=0))
     )
 
@@ -161,7 +161,7 @@ def test_flag_count_of_other_node_rejected() -> None:
 
 def test_unknown_signer_rejected() -> None:
     stranger = Ed25519PrivateKey.generate()
-    forged = seal(encode(contribution("p9")), "p9", stranger)
+    forged = sign_payload(encode(contribution("p9")), "p9", stranger)
 
     with pytest.raises(SignatureError, match="no signing public key is known"):
         signing("p3").open(forged)
@@ -186,7 +186,7 @@ def test_unsigned_accepted_when_optional() -> None:
 
 
 def test_bad_signature_rejected_when_optional() -> None:
-    forged = seal(encode(contribution("p2")), "p2", KEYS["p1"])
+    forged = sign_payload(encode(contribution("p2")), "p2", KEYS["p1"])
 
     with pytest.raises(SignatureError, match="invalid signature"):
         signing("p3", required=False).open(forged)
@@ -196,10 +196,10 @@ def test_unsigned_setup_neither_signs_nor_trusts_signatures() -> None:
     plain = unsigned("p3", "learner")
     body = encode(contribution())
 
-    assert plain.seal(body) == body
+    assert plain.sign(body) == body
     assert plain.open(body) == contribution()
     with pytest.raises(SignatureError, match=r"this topology has no \[signing\] table"):
-        plain.open(signing("p2").seal(body))
+        plain.open(signing("p2").sign(body))
 
 
 @pytest.mark.parametrize(
@@ -240,4 +240,4 @@ def test_decode_unverified_reads_both_versions() -> None:
     body = encode(message)
 
     assert decode_unverified(body) == message
-    assert decode_unverified(seal(body, "p2", KEYS["p1"])) == message
+    assert decode_unverified(sign_payload(body, "p2", KEYS["p1"])) == message

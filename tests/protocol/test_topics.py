@@ -9,9 +9,7 @@ from gradchain.protocol.messages import Ack, JobDone, Liveness, Message, RoundSt
 from gradchain.protocol.topics import check_topic
 
 RUN = "0123456789abcdef"
-START = RoundStart(
-    job="job-1", run=RUN, round=1, theta=(0.5,), public_key=3233, timeout=30.0
-)
+START = RoundStart(job="job-1", run=RUN, round=1, theta=(0.5,), public_key=3233, timeout=30.0)
 DONE = JobDone(job="job-1", run=RUN, round=3, theta=(0.5,), reason="converged")
 STATUS = Status(job="job-1", node="p1", state=Liveness.ONLINE, instance=RUN)
 ACK = Ack(job="job-1", run=RUN, round=1, sender="p2", of="p1")

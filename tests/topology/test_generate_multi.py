@@ -13,7 +13,7 @@ from gradchain.topology import load_topology
 from gradchain.topology.generate import write_multi
 
 
-def test_each_provider_sends_its_portions_to_distinct_aggregators(tmp_path: Path) -> None:
+def test_portions_go_to_distinct_aggregators(tmp_path: Path) -> None:
     topology = load_topology(
         write_multi(tmp_path, "breast-cancer", 6, 2, aggregators=3, key_bits=512)
     )
@@ -85,7 +85,7 @@ def test_cli_writes_multi_topology(tmp_path: Path) -> None:
     assert len(topology.nodes) == 9
 
 
-def test_second_topology_over_shared_data_leaves_its_files_untouched(tmp_path: Path) -> None:
+def test_shared_data_files_left_untouched(tmp_path: Path) -> None:
     from gradchain.topology import write_chain
 
     write_chain(tmp_path, "breast-cancer", 4, filename="chain.toml", key_bits=512)
@@ -100,7 +100,7 @@ def test_second_topology_over_shared_data_leaves_its_files_untouched(tmp_path: P
     assert (tmp_path / "data" / "p1.npz").stat().st_mtime_ns == stamp
 
 
-def test_learning_rate_defaults_to_the_data_sets_step(tmp_path: Path) -> None:
+def test_learning_rate_default_per_dataset(tmp_path: Path) -> None:
     from gradchain.topology import write_chain
 
     # 4,422 warfarin training rows over 6 providers: 737 each, so 0.003 * 221 / 737.

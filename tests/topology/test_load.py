@@ -647,7 +647,7 @@ def test_base_document_is_valid(folder: Path) -> None:
     assert topology.providers == ("p1", "p2", "p3")
 
 
-def test_provider_splits_portions_over_disjoint_aggregators(folder: Path) -> None:
+def test_split_provider_paths_loaded(folder: Path) -> None:
     document = base_document()
     document["nodes"].append({"id": "a2", "next": ["x2"]})
     document["nodes"].append({"id": "x2", "next": ["learner"]})
@@ -666,7 +666,7 @@ def test_provider_splits_portions_over_disjoint_aggregators(folder: Path) -> Non
     assert topology.hops() == 3
 
 
-def test_settings_digest_ignores_paths_but_not_settings(folder: Path, tmp_path: Path) -> None:
+def test_settings_digest_ignores_paths(folder: Path, tmp_path: Path) -> None:
     original = load_topology(write_topology(folder, base_document()))
 
     # The same job on another machine, with its data and keys elsewhere.
